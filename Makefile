@@ -1,0 +1,42 @@
+# Two commands do all set-up on a machine with only Python: `make test` and `make demo`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# The AudioSet files are never part of the repo: use ../shared/audioset when it is there (CI, development),
+# otherwise the loader's own resolution (environment variables, cache, download).
+SHARED_AUDIOSET := $(abspath ../shared/audioset)
+ifneq ($(wildcard $(SHARED_AUDIOSET)/ontology.json),)
+export SPA_ONTOLOGY ?= $(SHARED_AUDIOSET)/ontology.json
+export SPA_CLASS_LABELS ?= $(SHARED_AUDIOSET)/class_labels_indices.csv
+endif
+
+.PHONY: install test demo lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev,demo]"
+	$(VENV)/bin/spa-install-metric
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) recipes/demo.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_omap.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

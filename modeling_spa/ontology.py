@@ -1,0 +1,263 @@
+"""The AudioSet ontology as data: nodes, the 527 labels, graph distances and label descriptions.
+
+Distances are unweighted shortest paths on the *undirected* parent-child graph over all ontology nodes (no
+virtual root, restrictions ignored), restricted to the labels. For the 527 AudioSet labels they range over
+0..21, which gives the 22 levels of OmAP.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+import re
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import shortest_path
+
+from . import ontology_files
+
+DESCRIPTION_STYLES = ("direct", "prompt", "desc", "concat")
+DEFAULT_PROMPT = "the sound of {label}"
+CONCAT_SEPARATOR = " > "
+_TRAILING_QUALIFIER = re.compile(r"\s*(\([^()]*\))$")
+
+
+@dataclass(frozen=True)
+class OntologyNode:
+    """One node of `ontology.json`, with parents derived from the other nodes' `child_ids`."""
+
+    id: str
+    name: str
+    description: str
+    children: tuple[str, ...]
+    parents: tuple[str, ...]
+    restrictions: tuple[str, ...]
+
+
+def short_name(name: str) -> str:
+    """The first alias of an ontology name, keeping a trailing qualifier in parentheses.
+
+    AudioSet names list synonyms after commas: "Male speech, man speaking" -> "Male speech",
+    "Fire engine, fire truck (siren)" -> "Fire engine (siren)". Commas inside parentheses are not split:
+    "Roaring cats (lions, tigers)" stays whole.
+    """
+    depth = 0
+    for i, char in enumerate(name):
+        depth += char == "("
+        depth -= char == ")"
+        if char == "," and depth == 0:
+            qualifier = _TRAILING_QUALIFIER.search(name[i:])
+            return name[:i] + (f" {qualifier.group(1)}" if qualifier else "")
+    return name
+
+
+def _read_nodes(path: Path) -> dict[str, OntologyNode]:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a valid ontology JSON file ({err}).") from err
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(f"{path}: expected a non-empty JSON list of ontology nodes.")
+    for i, entry in enumerate(raw):
+        missing = {"id", "name", "child_ids"} - set(entry if isinstance(entry, dict) else ())
+        if missing:
+            raise ValueError(f"{path}: node #{i} lacks the field(s) {sorted(missing)}.")
+    ids = [entry["id"] for entry in raw]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: duplicate node ids, e.g. {next(i for i in ids if ids.count(i) > 1)!r}.")
+    parents: dict[str, list[str]] = {node_id: [] for node_id in ids}
+    for entry in raw:
+        for child in entry["child_ids"]:
+            if child not in parents:
+                raise ValueError(f"{path}: node {entry['id']!r} lists unknown child {child!r}.")
+            parents[child].append(entry["id"])
+    return {
+        entry["id"]: OntologyNode(
+            id=entry["id"],
+            name=entry["name"],
+            description=entry.get("description", ""),
+            children=tuple(entry["child_ids"]),
+            parents=tuple(parents[entry["id"]]),
+            restrictions=tuple(entry.get("restrictions", ())),
+        )
+        for entry in raw
+    }
+
+
+def _read_labels(path: Path, nodes: dict[str, OntologyNode]) -> tuple[list[str], list[str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"index", "mid", "display_name"} <= set(reader.fieldnames):
+            raise ValueError(f"{path}: expected the header 'index,mid,display_name', got {reader.fieldnames}.")
+        rows = list(reader)
+    mids, names = [], []
+    for position, row in enumerate(rows):
+        if row["index"] != str(position):
+            raise ValueError(f"{path}: row {position + 2} has index {row['index']!r}, expected {position}.")
+        if row["mid"] not in nodes:
+            raise ValueError(f"{path}: label {row['mid']!r} ({row['display_name']}) is not in the ontology.")
+        mids.append(row["mid"])
+        names.append(row["display_name"])
+    if len(set(mids)) != len(mids):
+        raise ValueError(f"{path}: a mid appears twice.")
+    return mids, names
+
+
+class AudioSetOntology:
+    """The AudioSet ontology graph and its labels, in the order of `class_labels_indices.csv`.
+
+    Use `AudioSetOntology.load()`; the files are found as described in `modeling_spa.ontology_files`.
+    """
+
+    def __init__(self, nodes: dict[str, OntologyNode], label_mids: Sequence[str], label_names: Sequence[str]):
+        self.nodes = nodes
+        self.label_mids = list(label_mids)
+        self.label_names = list(label_names)
+        self._order = {node_id: i for i, node_id in enumerate(nodes)}
+
+    @classmethod
+    def load(
+        cls, ontology_path: str | os.PathLike | None = None, labels_path: str | os.PathLike | None = None
+    ) -> AudioSetOntology:
+        """Load the ontology; see `modeling_spa.ontology_files.resolve` for where the files come from."""
+        return _load_cached(
+            ontology_files.resolve(ontology_files.ONTOLOGY_FILE, ontology_path).resolve(),
+            ontology_files.resolve(ontology_files.CLASS_LABELS_FILE, labels_path).resolve(),
+        )
+
+    @classmethod
+    def from_files(cls, ontology_path: str | os.PathLike, labels_path: str | os.PathLike) -> AudioSetOntology:
+        nodes = _read_nodes(Path(ontology_path))
+        return cls(nodes, *_read_labels(Path(labels_path), nodes))
+
+    def __repr__(self) -> str:
+        counts = f"{len(self.nodes)} nodes, {len(self.label_mids)} labels, {len(self.top_level_mids)} top-level"
+        return f"AudioSetOntology({counts})"
+
+    # -- graph ---------------------------------------------------------------------------------------------
+    @property
+    def top_level_mids(self) -> list[str]:
+        return [node_id for node_id, node in self.nodes.items() if not node.parents]
+
+    @functools.cached_property
+    def _depths(self) -> dict[str, int]:
+        """Length of the shortest downward path from any top-level node (breadth-first from all of them)."""
+        depth = {node_id: 0 for node_id in self.top_level_mids}
+        queue = deque(depth)
+        while queue:
+            node_id = queue.popleft()
+            for child in self.nodes[node_id].children:
+                if child not in depth:
+                    depth[child] = depth[node_id] + 1
+                    queue.append(child)
+        unreachable = set(self.nodes) - set(depth)
+        if unreachable:
+            raise ValueError(
+                f"Ontology nodes not reachable from any top-level node (a cycle?): {sorted(unreachable)[:5]}"
+            )
+        return depth
+
+    def path_to_top(self, mid: str) -> list[str]:
+        """The shortest upward path from `mid` to a top-level node, top first.
+
+        Tie-break, deterministic: at every step up, take the parent closest to the top; among equally close
+        parents, the one listed first in `ontology.json`. E.g. "Growling" has four parents at equal depth
+        (Dog, Cat, Roaring cats, Canidae) and goes through Dog, which comes first in the file.
+        """
+        self._check_mid(mid)
+        path = [mid]
+        while self.nodes[path[-1]].parents:
+            parents = self.nodes[path[-1]].parents
+            path.append(min(parents, key=lambda p: (self._depths[p], self._order[p])))
+        return path[::-1]
+
+    def top_level(self, mid: str) -> str:
+        """The top-level category of `mid` (the first node of `path_to_top`)."""
+        return self.path_to_top(mid)[0]
+
+    @functools.cached_property
+    def node_distances(self) -> np.ndarray:
+        """All-pairs hop distances on the undirected graph over every node, in ontology file order."""
+        rows = [self._order[p] for node in self.nodes.values() for p in node.parents]
+        cols = [self._order[node.id] for node in self.nodes.values() for _ in node.parents]
+        n = len(self.nodes)
+        graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)).tocsr()
+        hops = shortest_path(graph, directed=False, unweighted=True)
+        if np.isinf(hops).any():
+            raise ValueError("The ontology graph is not connected: some distances are infinite.")
+        return hops.astype(np.int64)
+
+    def distances_for(self, mids: Sequence[str]) -> np.ndarray:
+        """The sub-matrix of full-graph distances for `mids`, in the given order."""
+        for mid in mids:
+            self._check_mid(mid)
+        index = np.array([self._order[mid] for mid in mids], dtype=np.int64)
+        return self.node_distances[np.ix_(index, index)]
+
+    @functools.cached_property
+    def distances(self) -> np.ndarray:
+        """The C x C label distance matrix (CSV order): symmetric, zero diagonal, max 21 for AudioSet."""
+        matrix = self.distances_for(self.label_mids)
+        matrix.setflags(write=False)
+        return matrix
+
+    # -- label text ----------------------------------------------------------------------------------------
+    def name(self, mid: str, name_style: str = "short") -> str:
+        """The ontology name of `mid`: `short` (first alias, see `short_name`) or `full`."""
+        self._check_mid(mid)
+        if name_style not in ("short", "full"):
+            raise ValueError(f"Unknown name_style {name_style!r}; use 'short' or 'full'.")
+        full = self.nodes[mid].name
+        return short_name(full) if name_style == "short" else full
+
+    def description(
+        self, mid: str, style: str = "concat", prompt_template: str = DEFAULT_PROMPT, name_style: str = "short"
+    ) -> str:
+        """The language description of one class (SPA paper, section 3.1).
+
+        - `direct`: the name, "Male speech"
+        - `prompt`: `prompt_template` filled with the name, "the sound of Male speech"
+        - `desc`: the ontology's description field
+        - `concat`: `path_to_top` names joined by " > ", "Human sounds > Human voice > Speech > Male speech"
+        """
+        if style == "direct":
+            return self.name(mid, name_style)
+        if style == "prompt":
+            if "{label}" not in prompt_template:
+                raise ValueError(f"prompt_template {prompt_template!r} must contain '{{label}}'.")
+            return prompt_template.format(label=self.name(mid, name_style))
+        if style == "desc":
+            self._check_mid(mid)
+            return self.nodes[mid].description.strip() or self.name(mid, name_style)
+        if style == "concat":
+            return CONCAT_SEPARATOR.join(self.name(node, name_style) for node in self.path_to_top(mid))
+        raise ValueError(f"Unknown description style {style!r}; choose one of {DESCRIPTION_STYLES}.")
+
+    def descriptions(
+        self,
+        style: str = "concat",
+        mids: Sequence[str] | None = None,
+        prompt_template: str = DEFAULT_PROMPT,
+        name_style: str = "short",
+    ) -> list[str]:
+        """Descriptions of `mids` (default: all labels in CSV order) in one style; see `description`."""
+        return [
+            self.description(mid, style, prompt_template, name_style)
+            for mid in (self.label_mids if mids is None else mids)
+        ]
+
+    def _check_mid(self, mid: str) -> None:
+        if mid not in self.nodes:
+            raise ValueError(f"Unknown AudioSet mid {mid!r}: it is not in the ontology.")
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(ontology_path: Path, labels_path: Path) -> AudioSetOntology:
+    return AudioSetOntology.from_files(ontology_path, labels_path)

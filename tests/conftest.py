@@ -1,0 +1,34 @@
+"""Shared fixtures. The real AudioSet files come from ../shared/audioset unless the environment names them."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "audioset"
+
+if (SHARED / "ontology.json").is_file():
+    os.environ.setdefault("SPA_ONTOLOGY", str(SHARED / "ontology.json"))
+    os.environ.setdefault("SPA_CLASS_LABELS", str(SHARED / "class_labels_indices.csv"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def ontology():
+    from modeling_spa.ontology import AudioSetOntology
+
+    return AudioSetOntology.load()
+
+
+@pytest.fixture(scope="session")
+def mid_of(ontology):
+    """Label display name -> mid."""
+    return dict(zip(ontology.label_names, ontology.label_mids, strict=True))
+
+
+@pytest.fixture(scope="session")
+def shared_audioset():
+    if not (SHARED / "ontology.json").is_file():
+        pytest.skip("../shared/audioset is not beside this checkout")
+    return SHARED
