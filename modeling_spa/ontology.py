@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import shortest_path
 
 from . import ontology_files
 
@@ -184,15 +182,28 @@ class AudioSetOntology:
 
     @functools.cached_property
     def node_distances(self) -> np.ndarray:
-        """All-pairs hop distances on the undirected graph over every node, in ontology file order."""
-        rows = [self._order[p] for node in self.nodes.values() for p in node.parents]
-        cols = [self._order[node.id] for node in self.nodes.values() for _ in node.parents]
+        """All-pairs hop distances on the undirected graph over every node, in ontology file order.
+
+        Breadth-first search from all nodes at once: frontier k+1 is frontier k times the adjacency matrix.
+        """
         n = len(self.nodes)
-        graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)).tocsr()
-        hops = shortest_path(graph, directed=False, unweighted=True)
-        if np.isinf(hops).any():
-            raise ValueError("The ontology graph is not connected: some distances are infinite.")
-        return hops.astype(np.int64)
+        adjacency = np.zeros((n, n), dtype=np.float32)
+        for node in self.nodes.values():
+            for parent in node.parents:
+                adjacency[self._order[parent], self._order[node.id]] = adjacency[
+                    self._order[node.id], self._order[parent]
+                ] = 1
+        hops = np.where(np.eye(n, dtype=bool), 0, -1).astype(np.int64)
+        frontier = np.eye(n, dtype=np.float32)
+        for step in range(1, n):
+            frontier = ((frontier @ adjacency) > 0) & (hops < 0)
+            if not frontier.any():
+                break
+            hops[frontier] = step
+            frontier = frontier.astype(np.float32)
+        if (hops < 0).any():
+            raise ValueError("The ontology graph is not connected: some nodes cannot reach each other.")
+        return hops
 
     def distances_for(self, mids: Sequence[str]) -> np.ndarray:
         """The sub-matrix of full-graph distances for `mids`, in the given order."""
