@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ontology_files
+from .ontology_files import CLASS_LABELS_FILE, ONTOLOGY_FILE, resolve
 
 DESCRIPTION_STYLES = ("direct", "prompt", "desc", "concat")
 DEFAULT_PROMPT = "the sound of {label}"
@@ -126,8 +126,8 @@ class AudioSetOntology:
     ) -> AudioSetOntology:
         """Load the ontology; see `modeling_spa.ontology_files.resolve` for where the files come from."""
         return _load_cached(
-            ontology_files.resolve(ontology_files.ONTOLOGY_FILE, ontology_path).resolve(),
-            ontology_files.resolve(ontology_files.CLASS_LABELS_FILE, labels_path).resolve(),
+            resolve(ONTOLOGY_FILE, ontology_path).resolve(),
+            resolve(CLASS_LABELS_FILE, labels_path).resolve(),
         )
 
     @classmethod

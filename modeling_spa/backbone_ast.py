@@ -1,0 +1,36 @@
+"""Audio Spectrogram Transformer (Gong et al., 2021) as an SPA backbone, through transformers' `ASTModel`.
+
+`MIT/ast-finetuned-audioset-10-10-0.4593` loads into it (see `ASTBackbone.from_pretrained_ast`); its pooled
+output is the mean of the CLS and distillation tokens, 768-dim.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import ASTConfig, ASTModel
+
+
+class ASTBackbone(nn.Module):
+    """(B, frames, mels) log-mel -> (B, hidden_size) pooled AST embedding. Frames must equal `max_length`."""
+
+    def __init__(self, config: ASTConfig):
+        super().__init__()
+        self.ast = ASTModel(config)
+
+    @property
+    def config(self) -> ASTConfig:
+        return self.ast.config
+
+    def forward(self, features: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # AST attends over patches of a fixed-size spectrogram; padding frames were filled by the front-end the
+        # way AST was trained (zeros before normalisation), so the mask is not needed here.
+        return self.ast(input_values=features).pooler_output
+
+    @classmethod
+    def from_pretrained_ast(cls, name_or_path: str, **kwargs) -> ASTBackbone:
+        """Wrap a pretrained `ASTModel` checkpoint (e.g. an AudioSet fine-tuned one); its head is dropped."""
+        backbone = cls.__new__(cls)
+        nn.Module.__init__(backbone)
+        backbone.ast = ASTModel.from_pretrained(name_or_path, **kwargs)
+        return backbone

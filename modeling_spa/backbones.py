@@ -1,0 +1,89 @@
+"""The audio backbone registry: name -> config type, front-end preset, builder, pooled size.
+
+A backbone module maps log-mel features (B, frames, mels) and a frame mask to a pooled embedding (B, U).
+Adding one of the paper's other backbones is one file with its module plus one `register_backbone` call here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+from transformers import ASTConfig, PreTrainedConfig
+
+from .backbone_ast import ASTBackbone
+from .backbone_cnn import SPACNNBackbone, SPACNNConfig
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone family.
+
+    Attributes:
+        name: registry key, stored in `SPAConfig.backbone`.
+        config_class: its configuration class; `config_class.model_type` is stored with the config.
+        frontend: name of its log-mel preset in `FRONTEND_PRESETS`.
+        build: config -> module with `forward(features, frame_mask) -> pooled`.
+        pooled_size: config -> U, the size of the pooled embedding.
+        load_pretrained: checkpoint id or path -> a built module with a `config` attribute (None: not offered).
+    """
+
+    name: str
+    config_class: type[PreTrainedConfig]
+    frontend: str
+    build: Callable[[PreTrainedConfig], nn.Module]
+    pooled_size: Callable[[PreTrainedConfig], int]
+    load_pretrained: Callable[[str], nn.Module] | None = None
+
+    @property
+    def config_type(self) -> str:
+        return self.config_class.model_type
+
+    def make_config(self, config: PreTrainedConfig | dict | None) -> PreTrainedConfig:
+        """A config instance from an instance, a dict (as read from config.json) or None (the defaults).
+
+        Resolved here rather than through AutoConfig, which may not know our backbone types (remote code).
+        """
+        if config is None or isinstance(config, dict):
+            kwargs = dict(config or {})
+            model_type = kwargs.pop("model_type", self.config_type)
+            if model_type != self.config_type:
+                raise ValueError(f"Backbone {self.name!r} needs a {self.config_type!r} config, got {model_type!r}.")
+            return self.config_class(**kwargs)
+        return config
+
+    def check(self, config: PreTrainedConfig, frontend: dict) -> None:
+        """Raise if the front-end does not produce what the backbone expects."""
+        if config.model_type != self.config_type:
+            raise ValueError(f"Backbone {self.name!r} needs a {self.config_type!r} config, got {config.model_type!r}.")
+        if frontend["n_mels"] != config.num_mel_bins:
+            raise ValueError(
+                f"The front-end makes {frontend['n_mels']} mel bins but the {self.name} backbone expects "
+                f"num_mel_bins={config.num_mel_bins}."
+            )
+        max_length = getattr(config, "max_length", None)
+        if max_length is not None and frontend.get("max_frames") != max_length:
+            raise ValueError(
+                f"The {self.name} backbone takes exactly {max_length} frames: set frontend['max_frames'] to "
+                f"{max_length} (got {frontend.get('max_frames')})."
+            )
+
+
+BACKBONES: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(spec: BackboneSpec) -> None:
+    BACKBONES[spec.name] = spec
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    if name not in BACKBONES:
+        raise ValueError(f"Unknown backbone {name!r}; registered: {sorted(BACKBONES)}.")
+    return BACKBONES[name]
+
+
+register_backbone(BackboneSpec("cnn", SPACNNConfig, "tiny", SPACNNBackbone, lambda c: c.hidden_sizes[-1]))
+register_backbone(
+    BackboneSpec("ast", ASTConfig, "ast", ASTBackbone, lambda c: c.hidden_size, ASTBackbone.from_pretrained_ast)
+)

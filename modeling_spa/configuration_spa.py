@@ -1,0 +1,88 @@
+"""SPA model configuration."""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from .backbones import BACKBONES, backbone_spec
+from .frontend import frontend_preset
+
+DESCRIPTION_STYLES = ("direct", "prompt", "desc", "concat")
+CLASSIFICATION_LOSSES = ("obce", "bce")
+
+
+class SPAConfig(PreTrainedConfig):
+    r"""Configuration of [`SPAForAudioClassification`]: front-end, audio backbone, projections, label text and loss.
+
+    The defaults are the paper's (Liu & Ren, ICASSP 2024): 32 kHz audio, 128-bin log-mel with window 800 and hop
+    320 (PaSST's front-end), `concat` label descriptions encoded by BERT base.
+
+    Args:
+        backbone (`str`): registered backbone name (`modeling_spa.backbones.BACKBONES`), e.g. `"ast"`, `"cnn"`.
+        audio_config (`PreTrainedConfig` or `dict`): the backbone's own configuration (e.g. an `ASTConfig`).
+        frontend (`dict`): log-mel front-end settings (see `modeling_spa.frontend.FRONTEND_PRESETS`); defaults to
+            the backbone's preset.
+        projection_dim (`int`): D, the shared audio/text embedding size of p_a and p_t.
+        text_hidden_size (`int`): V, the size of the cached label-text embeddings.
+        label_mids (`list[str]`): AudioSet mids of the C classes, in output order; `id2label` holds their names.
+        label_paths (`list[str]`): each class's ontology path ("Human sounds > ... > Male speech"), for display.
+        text_encoder, text_encoder_revision, text_pooling: the frozen encoder that produced the label-text
+            embeddings (recorded for provenance; it is not part of the model).
+        description_style (`str`): `direct`, `prompt`, `desc` or `concat` (paper section 3.1).
+        prompt_template (`str`): template of the `prompt` style.
+        spa_alpha (`float`): α, the weight of L_SPA; 0 gives the baseline.
+        classification_loss (`str`): `obce` for (L_BCE + L_OBCE)/2 as in the paper, `bce` for plain BCE.
+    """
+
+    model_type = "spa"
+    sub_configs_defaults = {"audio_config": SubConfigSpec(config_class=AutoConfig, model_type="spa_cnn")}
+
+    backbone: str = "cnn"
+    audio_config: PreTrainedConfig | dict | None = None
+    frontend: dict | None = None
+    projection_dim: int = 512
+    text_hidden_size: int = 768
+    label_mids: list[str] | None = None
+    label_paths: list[str] | None = None
+    text_encoder: str = "google-bert/bert-base-uncased"
+    text_encoder_revision: str | None = None
+    text_pooling: str = "mean"
+    description_style: str = "concat"
+    prompt_template: str = "the sound of {label}"
+    spa_alpha: float = 1.0
+    classification_loss: str = "obce"
+
+    def __post_init__(self, **kwargs):
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"Unknown backbone {self.backbone!r}; registered: {sorted(BACKBONES)}.")
+        if self.description_style not in DESCRIPTION_STYLES:
+            raise ValueError(f"Unknown description_style {self.description_style!r}; use one of {DESCRIPTION_STYLES}.")
+        if self.classification_loss not in CLASSIFICATION_LOSSES:
+            raise ValueError(
+                f"classification_loss must be one of {CLASSIFICATION_LOSSES}, got {self.classification_loss!r}."
+            )
+        self.audio_config = backbone_spec(self.backbone).make_config(self.audio_config)
+        default_frontend = self.frontend is None
+        if default_frontend:
+            self.frontend = frontend_preset(backbone_spec(self.backbone).frontend)
+        kwargs.setdefault("problem_type", "multi_label_classification")
+        label_names = kwargs.pop("label_names", None)
+        if self.label_mids is not None:
+            self.label_mids = list(self.label_mids)
+            names = list(label_names) if label_names is not None else list(self.label_mids)
+            if len(names) != len(self.label_mids):
+                raise ValueError(f"{len(self.label_mids)} label_mids but {len(names)} label_names.")
+            if self.id2label is None or len(self.id2label) != len(self.label_mids):
+                self.id2label = dict(enumerate(names))
+                self.label2id = {name: i for i, name in enumerate(names)}
+        super().__post_init__(**kwargs)
+        if self.problem_type is None:
+            self.problem_type = "multi_label_classification"
+        if default_frontend and getattr(self.audio_config, "max_length", None) is not None:
+            self.frontend["max_frames"] = self.audio_config.max_length  # fixed-size backbones (AST)
+        backbone_spec(self.backbone).check(self.audio_config, self.frontend)
+
+    @property
+    def label_names(self) -> list[str]:
+        return [self.id2label[i] for i in range(self.num_labels)]

@@ -1,0 +1,148 @@
+"""AudioSet-format data: loading a `datasets` build, decoding audio, multi-hot labels, batching.
+
+Audio stays `Audio(decode=False)` ({bytes, path}) in the dataset and is decoded here with soundfile + soxr,
+inside DataLoader workers (datasets 5 decodes only through torchcodec, which needs CUDA torch; DESIGN.md §5).
+A clip that cannot be used (unreadable, empty, NaN/inf, truncated) is skipped and reported by id; the
+training loop counts the skips in its epoch summary.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile
+import soxr
+import torch
+
+
+class BadAudioError(ValueError):
+    """A clip whose audio cannot be used; `clip_id` names it."""
+
+    def __init__(self, clip_id: str, reason: str):
+        super().__init__(f"clip {clip_id}: {reason}")
+        self.clip_id = clip_id
+        self.reason = reason
+
+
+def load_audioset(source: str, split: str | None = None, config_name: str | None = None):
+    """A `datasets` AudioSet build: a `save_to_disk` folder, a parquet folder/file, or a Hub id.
+
+    The audio column is cast to `Audio(decode=False)` so that no torchcodec decoding is attempted.
+    """
+    import datasets
+
+    if os.path.isdir(source) and (
+        os.path.isfile(os.path.join(source, "dataset_dict.json")) or os.path.isfile(os.path.join(source, "state.json"))
+    ):
+        data = datasets.load_from_disk(source)
+        data = data[split] if split is not None and isinstance(data, datasets.DatasetDict) else data
+    elif source.endswith(".parquet"):
+        data = datasets.load_dataset("parquet", data_files=source, split=split or "train")
+    else:
+        data = datasets.load_dataset(source, config_name, split=split)
+    return _undecoded(data)
+
+
+def _undecoded(data):
+    import datasets
+
+    def cast(ds):
+        audio = ds.features.get("audio")
+        if isinstance(audio, datasets.Audio) and audio.decode:
+            return ds.cast_column("audio", datasets.Audio(decode=False))
+        return ds
+
+    return datasets.DatasetDict({k: cast(v) for k, v in data.items()}) if isinstance(data, dict) else cast(data)
+
+
+def decode_audio(audio: dict, sampling_rate: int, clip_id: str = "?") -> np.ndarray:
+    """{bytes, path} -> mono float32 waveform at `sampling_rate`; `BadAudioError` naming the clip otherwise."""
+    source = io.BytesIO(audio["bytes"]) if audio.get("bytes") else audio.get("path")
+    if not source:
+        raise BadAudioError(clip_id, "no audio bytes and no path")
+    try:
+        samples, rate = soundfile.read(source, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, OSError, TypeError) as err:
+        # libsndfile's own message: str(err) would name the in-memory file object by its address.
+        raise BadAudioError(clip_id, f"unreadable audio ({getattr(err, 'error_string', err)})") from err
+    if samples.size == 0:
+        raise BadAudioError(clip_id, "empty audio")
+    if not np.isfinite(samples).all():
+        raise BadAudioError(clip_id, "audio contains NaN or inf")
+    mono = samples.mean(axis=1)
+    if rate != sampling_rate:
+        mono = soxr.resample(mono, rate, sampling_rate).astype(np.float32)
+    return mono
+
+
+class LabelEncoder:
+    """AudioSet mids -> multi-hot vectors over the model's classes, in its output order."""
+
+    def __init__(self, label_mids: Sequence[str]):
+        self.label_mids = list(label_mids)
+        self.index = {mid: i for i, mid in enumerate(self.label_mids)}
+
+    def __call__(self, mids: Sequence[str], clip_id: str = "?") -> np.ndarray:
+        unknown = [mid for mid in mids if mid not in self.index]
+        if unknown:
+            raise ValueError(f"clip {clip_id}: labels {unknown} are not among the model's {len(self.index)} classes.")
+        target = np.zeros(len(self.label_mids), dtype=np.float32)
+        target[[self.index[mid] for mid in mids]] = 1.0
+        return target
+
+
+@dataclass
+class AudioSetCollator:
+    """Decode, crop/pad and label a list of AudioSet rows; bad clips are dropped and listed in `skipped`
+    as (clip id, reason) pairs.
+
+    Training crops a random `max_length_s` window from longer clips; evaluation takes the start.
+    """
+
+    sampling_rate: int
+    label_mids: Sequence[str]
+    max_length_s: float
+    train: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        self.encode_labels = LabelEncoder(self.label_mids)
+        self.max_samples = int(round(self.max_length_s * self.sampling_rate))
+        self.rng = np.random.default_rng(self.seed)
+
+    def _crop(self, wave: np.ndarray) -> np.ndarray:
+        if len(wave) <= self.max_samples:
+            return wave
+        start = int(self.rng.integers(0, len(wave) - self.max_samples + 1)) if self.train else 0
+        return wave[start : start + self.max_samples]
+
+    def __call__(self, rows: list[dict]) -> dict:
+        waves, targets, ids, skipped = [], [], [], []
+        for row in rows:
+            clip_id = str(row.get("video_id", "?"))
+            target = self.encode_labels(row["labels"], clip_id)  # a label error is a data error: raise
+            try:
+                waves.append(self._crop(decode_audio(row["audio"], self.sampling_rate, clip_id)))
+            except BadAudioError as err:
+                skipped.append((clip_id, err.reason))
+                continue
+            targets.append(target)
+            ids.append(clip_id)
+        values = np.zeros((len(waves), self.max_samples), dtype=np.float32)
+        mask = np.zeros((len(waves), self.max_samples), dtype=np.int64)
+        for i, wave in enumerate(waves):
+            values[i, : len(wave)] = wave
+            mask[i, : len(wave)] = 1
+        return {
+            "input_values": torch.from_numpy(values),
+            "attention_mask": torch.from_numpy(mask),
+            "labels": torch.from_numpy(
+                np.stack(targets) if targets else np.zeros((0, len(self.label_mids)), np.float32)
+            ),
+            "clip_ids": ids,
+            "skipped": skipped,
+        }

@@ -1,0 +1,82 @@
+"""Model cards: the `hub_cards/model_card.md` template filled from a config and evaluation results.
+
+The YAML header carries a `model-index` so the Hub shows the mAP and OmAP figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from string import Template
+
+from huggingface_hub import EvalResult, ModelCardData
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "hub_cards"
+METRICS = (("map", "mAP"), ("omap", "OmAP"))
+
+
+def _results_table(results: dict[str, dict[str, float]]) -> str:
+    if not results:
+        return "Not evaluated yet."
+    rows = ["| split | mAP | OmAP |", "|---|---:|---:|"]
+    rows += [f"| {split} | {m['map']:.4f} | {m['omap']:.4f} |" for split, m in results.items()]
+    return "\n".join(rows)
+
+
+def render_model_card(
+    config,
+    repo_id: str,
+    results: dict[str, dict[str, float]] | None = None,
+    dataset: str = "AudioSet",
+    training: str = "",
+    license: str = "apache-2.0",
+    template: str | Path | None = None,
+) -> str:
+    """The model card text. `results` maps a split name to at least {"map": ..., "omap": ...}."""
+    results = results or {}
+    card_data = ModelCardData(
+        model_name=repo_id.split("/")[-1],
+        license=license,
+        library_name="transformers",
+        pipeline_tag="audio-classification",
+        tags=["audio-classification", "audioset", "spa", "omap"],
+        metrics=["map", "omap"],
+        eval_results=[
+            EvalResult(
+                task_type="audio-classification",
+                dataset_type=dataset,
+                dataset_name=dataset,
+                dataset_split=split,
+                metric_type=key,
+                metric_name=name,
+                metric_value=round(float(values[key]), 6),
+            )
+            for split, values in results.items()
+            for key, name in METRICS
+        ]
+        or None,
+    )
+    frontend = config.frontend
+    names = config.label_names
+    alpha = config.spa_alpha
+    loss = "(L_BCE + L_OBCE)/2" if config.classification_loss == "obce" else "L_BCE"
+    text = Path(template or TEMPLATES / "model_card.md").read_text(encoding="utf-8")
+    return Template(text).substitute(
+        card_data=card_data.to_yaml(),
+        model_name=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        backbone=config.backbone,
+        pretrained_backbone=getattr(config.audio_config, "_name_or_path", "") or "trained from scratch",
+        frontend=f"{frontend['sampling_rate']} Hz, {frontend['n_mels']} mel, window {frontend['win_length']}, "
+        f"hop {frontend['hop_length']}",
+        num_labels=config.num_labels,
+        label_examples=", ".join(names[:3]),
+        description_style=config.description_style,
+        text_encoder=config.text_encoder,
+        text_pooling=config.text_pooling,
+        objective=f"{loss} + {alpha} · L_SPA" if alpha > 0 else f"{loss} (baseline, no SPA)",
+        dataset=dataset,
+        results_table=_results_table(results),
+        sampling_rate=frontend["sampling_rate"],
+        training=training or "See the training arguments saved with the checkpoint.",
+        license=license,
+    )

@@ -1,0 +1,217 @@
+"""SPA models: waveform -> in-model log-mel -> audio backbone -> p_a -> E_a -> classifier, with L_SPA aligning E_a to
+the projected label-text embeddings (Liu & Ren, ICASSP 2024)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .backbones import backbone_spec
+from .configuration_spa import SPAConfig
+from .frontend import LogMelFrontend
+from .losses import ontology_loss_weight, spa_alignment_loss
+
+
+@dataclass
+class SPAModelOutput(ModelOutput):
+    """Output of [`SPAModel`].
+
+    Args:
+        audio_embeds (`(batch, projection_dim)`): E_a = p_a(f_a(X)).
+        pooled_output (`(batch, backbone pooled size)`): the backbone's pooled embedding f_a(X).
+    """
+
+    audio_embeds: torch.FloatTensor | None = None
+    pooled_output: torch.FloatTensor | None = None
+
+
+@dataclass
+class SPAOutput(ModelOutput):
+    """Output of [`SPAForAudioClassification`].
+
+    Args:
+        loss: the training loss, classification loss + α · L_SPA (when `labels` are given).
+        logits (`(batch, num_labels)`): multi-label logits; apply a sigmoid for scores.
+        audio_embeds (`(batch, projection_dim)`): E_a.
+        bce_loss, obce_loss, spa_loss: the parts, for logging: plain BCE, the ontology-weighted BCE, and L_SPA
+            (`spa_loss` is only computed when α > 0).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    audio_embeds: torch.FloatTensor | None = None
+    bce_loss: torch.FloatTensor | None = None
+    obce_loss: torch.FloatTensor | None = None
+    spa_loss: torch.FloatTensor | None = None
+
+
+class SPAPreTrainedModel(PreTrainedModel):
+    config_class = SPAConfig
+    base_model_prefix = "spa"
+    main_input_name = "input_values"
+    input_modalities = "audio"
+    supports_gradient_checkpointing = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d):
+            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, LogMelFrontend):
+            module.reset_buffers()
+        elif isinstance(module, SPAForAudioClassification):
+            # The label text and distances come from a builder or a checkpoint, never from initialisation.
+            init.zeros_(module.label_text_embeds)
+            init.zeros_(module.label_distances)
+
+
+class SPAModel(SPAPreTrainedModel):
+    """Waveform -> log-mel -> backbone -> E_a. Use it for audio embeddings in the shared audio-text space."""
+
+    def __init__(self, config: SPAConfig):
+        super().__init__(config)
+        spec = backbone_spec(config.backbone)
+        self.frontend = LogMelFrontend(**config.frontend)
+        self.backbone = spec.build(config.audio_config)
+        self.audio_projection = nn.Linear(spec.pooled_size(config.audio_config), config.projection_dim)
+        self.post_init()
+
+    def forward(
+        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> SPAModelOutput:
+        """`input_values` (batch, samples) at the front-end rate; `attention_mask` marks real samples."""
+        features, frame_mask = self.frontend(input_values, attention_mask)
+        pooled = self.backbone(features.to(self.audio_projection.weight.dtype), frame_mask)
+        return SPAModelOutput(audio_embeds=self.audio_projection(pooled), pooled_output=pooled)
+
+
+class SPAForAudioClassification(SPAPreTrainedModel):
+    """SPA tagger: E_a -> linear classifier over C labels, trained with (L_BCE + L_OBCE)/2 + α · L_SPA.
+
+    Buffers (saved in the checkpoint, so inference and OmAP need no ontology file and no text encoder):
+    `label_text_embeds` (C, V), the frozen text encoder's embeddings of the label descriptions, and
+    `label_distances` (C, C), the ontology hop distances between the labels.
+    """
+
+    def __init__(self, config: SPAConfig):
+        super().__init__(config)
+        self.spa = SPAModel(config)
+        self.classifier = nn.Linear(config.projection_dim, config.num_labels)
+        self.text_projection = nn.Linear(config.text_hidden_size, config.projection_dim)
+        self.register_buffer("label_text_embeds", torch.zeros(config.num_labels, config.text_hidden_size))
+        # uint8: hop counts are small, and gloo (CPU DDP) cannot broadcast int16 buffers.
+        self.register_buffer("label_distances", torch.zeros(config.num_labels, config.num_labels, dtype=torch.uint8))
+        self.post_init()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # register_for_auto_class maps one Auto class; AutoModel gets the same class (see the package docstring).
+        auto_map = dict(self.config.auto_map or {}) if hasattr(self.config, "auto_map") else {}
+        auto_map["AutoModel"] = f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"
+        self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def label_embeds(self) -> torch.Tensor:
+        """E_t = p_t(T̂) for all C labels: (C, projection_dim)."""
+        return self.text_projection(self.label_text_embeds.to(self.text_projection.weight.dtype))
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> SPAOutput:
+        """`labels` (batch, num_labels) multi-hot, soft labels allowed."""
+        audio_embeds = self.spa(input_values, attention_mask).audio_embeds
+        logits = self.classifier(audio_embeds)
+        if labels is None:
+            return SPAOutput(logits=logits, audio_embeds=audio_embeds)
+        bce = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
+        weighted = (ontology_loss_weight(labels, self.label_distances) * bce).mean()
+        bce = bce.mean()
+        loss = bce if self.config.classification_loss == "bce" else 0.5 * (bce + weighted)
+        spa = None
+        if self.config.spa_alpha > 0:
+            spa = spa_alignment_loss(audio_embeds, self.label_embeds(), labels)
+            loss = loss + self.config.spa_alpha * spa
+        return SPAOutput(
+            loss=loss, logits=logits, audio_embeds=audio_embeds, bce_loss=bce, obce_loss=weighted, spa_loss=spa
+        )
+
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone: str = "cnn",
+        audio_config: PreTrainedConfig | dict | None = None,
+        pretrained_backbone: str | None = None,
+        label_mids: Sequence[str] | None = None,
+        ontology=None,
+        text_encoder: str = "google-bert/bert-base-uncased",
+        text_encoder_revision: str | None = None,
+        text_pooling: str = "mean",
+        description_style: str = "concat",
+        prompt_template: str = "the sound of {label}",
+        **config_kwargs,
+    ) -> SPAForAudioClassification:
+        """Build a new SPA model: label descriptions from the ontology, embedded once by the frozen text encoder.
+
+        Args:
+            backbone: registered backbone name; `audio_config` its config (default: the family's defaults).
+            pretrained_backbone: a checkpoint the backbone family can load (e.g. an AST Hub id), or None.
+            label_mids: the classes (default: the 527 AudioSet labels, in CSV order).
+            ontology: an `AudioSetOntology` (default: `AudioSetOntology.load()`).
+            text_encoder, text_encoder_revision, text_pooling: the frozen text encoder f_t.
+            description_style, prompt_template: how labels become text (paper section 3.1).
+            config_kwargs: other `SPAConfig` fields (`projection_dim`, `spa_alpha`, `frontend`, ...).
+        """
+        from .label_text import encode_label_descriptions
+        from .ontology import AudioSetOntology
+
+        ontology = ontology if ontology is not None else AudioSetOntology.load()
+        mids = list(label_mids) if label_mids is not None else ontology.label_mids
+        texts = ontology.descriptions(description_style, mids, prompt_template)
+        text = encode_label_descriptions(texts, text_encoder, text_encoder_revision, text_pooling)
+        spec = backbone_spec(backbone)
+        if pretrained_backbone is not None:
+            pretrained = spec.load_pretrained(pretrained_backbone)
+            audio_config = pretrained.config if hasattr(pretrained, "config") else audio_config
+        config = SPAConfig(
+            backbone=backbone,
+            audio_config=audio_config,
+            label_mids=mids,
+            label_names=[ontology.name(mid, "full") for mid in mids],
+            label_paths=ontology.descriptions("concat", mids),
+            text_hidden_size=text.shape[1],
+            text_encoder=text_encoder,
+            text_encoder_revision=text_encoder_revision,
+            text_pooling=text_pooling,
+            description_style=description_style,
+            prompt_template=prompt_template,
+            **config_kwargs,
+        )
+        model = cls(config)
+        if pretrained_backbone is not None:
+            model.spa.backbone.load_state_dict(pretrained.state_dict())
+        with torch.no_grad():
+            model.label_text_embeds.copy_(text)
+            model.label_distances.copy_(torch.from_numpy(ontology.distances_for(mids)))
+        return model
+
+
+# Checkpoints carry their code: `auto_map` and these files are written by save_pretrained, so that
+# `AutoModel.from_pretrained(path, trust_remote_code=True)` works where this package is not installed.
+SPAConfig.register_for_auto_class("AutoConfig")
+SPAForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")

@@ -1,0 +1,398 @@
+"""Train an SPA tagger with Accelerate on an AudioSet-format `datasets` build.
+
+    accelerate launch recipes/train.py recipes/configs/demo.yaml [--spa_alpha 0 ...]
+    python recipes/train.py --dataset agkphysics/AudioSet --dataset_config balanced --backbone ast ...
+
+Arguments come from the dataclasses below: a YAML file first (its values become defaults), then the command
+line. Checkpoints (`save_state`) go to OUTPUT_DIR/checkpoints/step_N every `checkpointing_steps` optimizer
+steps and at every epoch end; `--resume_from_checkpoint latest` continues a killed run from the newest one.
+The final model, feature extractor and model card go to OUTPUT_DIR/model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import HfArgumentParser, get_scheduler
+
+from modeling_spa import SPAFeatureExtractor, SPAForAudioClassification, compute_omap
+from modeling_spa.data import AudioSetCollator, load_audioset
+from modeling_spa.hub_cards import render_model_card
+
+
+@dataclass
+class ModelArguments:
+    backbone: str = field(default="cnn", metadata={"help": "registered backbone: cnn, ast, ..."})
+    audio_config: str | None = field(default=None, metadata={"help": "JSON overrides of the backbone config"})
+    pretrained_backbone: str | None = field(default=None, metadata={"help": "backbone checkpoint (e.g. AST id)"})
+    init_from: str | None = field(default=None, metadata={"help": "an SPA checkpoint to fine-tune"})
+    projection_dim: int = 512
+    text_encoder: str = "google-bert/bert-base-uncased"
+    text_encoder_revision: str | None = None
+    text_pooling: str = "mean"
+    description_style: str = "concat"
+    spa_alpha: float = 1.0
+    classification_loss: str = field(default="obce", metadata={"help": "obce: (BCE + OBCE)/2, or bce"})
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(default="agkphysics/AudioSet", metadata={"help": "save_to_disk/parquet folder or Hub id"})
+    dataset_config: str | None = None
+    train_split: str = "train"
+    eval_split: str = "validation"
+    test_split: str | None = "test"
+    classes: str | None = field(default=None, metadata={"help": "JSON list of mids (default: the 527 labels)"})
+    max_length_s: float = 10.0
+    num_workers: int = 2
+
+
+@dataclass
+class TrainArguments:
+    output_dir: str = "outputs/spa"
+    seed: int = 42
+    num_epochs: int = 5
+    max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps"})
+    batch_size: int = 16
+    eval_batch_size: int = 32
+    learning_rate: float = 1.0e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.05
+    lr_scheduler: str = "cosine"
+    max_grad_norm: float = 5.0
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16"})
+    cpu: bool = field(default=False, metadata={"help": "train on CPU even where a GPU is present"})
+    checkpointing_steps: int = 100
+    keep_checkpoints: int = 2
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "a checkpoint dir or 'latest'"})
+    report_to: str = field(default="none", metadata={"help": "none, all, tensorboard, trackio, ..."})
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    hub_private: bool = False
+
+
+def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, TrainArguments]:
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainArguments))
+    if argv and argv[0].endswith((".yaml", ".yml")):
+        parser.set_defaults(**yaml.safe_load(Path(argv[0]).read_text()))
+        argv = argv[1:]
+    return parser.parse_args_into_dataclasses(argv, look_for_args_file=False)
+
+
+# -- model and data --------------------------------------------------------------------------------------------
+
+
+def class_mids(data_args: DataArguments) -> list[str] | None:
+    """The `classes` file: a JSON list of mids, or an object with a "mids" list (as the demo builder writes)."""
+    if not data_args.classes:
+        return None
+    classes = json.loads(Path(data_args.classes).read_text())
+    return classes["mids"] if isinstance(classes, dict) else classes
+
+
+def build_model(model_args: ModelArguments, data_args: DataArguments) -> SPAForAudioClassification:
+    if model_args.init_from:
+        model = SPAForAudioClassification.from_pretrained(model_args.init_from)
+        model.config.spa_alpha = model_args.spa_alpha
+        model.config.classification_loss = model_args.classification_loss
+        return model
+    return SPAForAudioClassification.from_backbone(
+        backbone=model_args.backbone,
+        audio_config=json.loads(model_args.audio_config) if model_args.audio_config else None,
+        pretrained_backbone=model_args.pretrained_backbone,
+        label_mids=class_mids(data_args),
+        text_encoder=model_args.text_encoder,
+        text_encoder_revision=model_args.text_encoder_revision,
+        text_pooling=model_args.text_pooling,
+        description_style=model_args.description_style,
+        projection_dim=model_args.projection_dim,
+        spa_alpha=model_args.spa_alpha,
+        classification_loss=model_args.classification_loss,
+    )
+
+
+def make_loader(dataset, model, data_args, batch_size: int, train: bool, seed: int) -> DataLoader:
+    collator = AudioSetCollator(
+        sampling_rate=model.config.frontend["sampling_rate"],
+        label_mids=model.config.label_mids,
+        max_length_s=data_args.max_length_s,
+        train=train,
+        seed=seed,
+    )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train,
+        collate_fn=collator,
+        num_workers=data_args.num_workers,
+        persistent_workers=data_args.num_workers > 0,
+        drop_last=False,
+        # Its own generator: starting an epoch then never draws from the global RNG that dropout uses, so a
+        # resumed run (whose RNG state comes from the checkpoint) continues exactly like an uninterrupted one.
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+# -- checkpoints ------------------------------------------------------------------------------------------------
+
+
+def checkpoint_dirs(output_dir: Path) -> list[Path]:
+    found = [p for p in (output_dir / "checkpoints").glob("step_*") if (p / "trainer_state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: dict, keep: int) -> None:
+    """save_state into a temporary folder, then rename: a run killed while saving keeps its last checkpoint."""
+    final = output_dir / "checkpoints" / f"step_{state['completed_steps']}"
+    partial = final.with_name(final.name + ".partial")
+    accelerator.save_state(str(partial))
+    if accelerator.is_main_process:
+        (partial / "trainer_state.json").write_text(json.dumps(state, indent=2))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(partial, final)
+        for old in checkpoint_dirs(output_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def resolve_resume(output_dir: Path, resume: str | None) -> Path | None:
+    if resume is None:
+        return None
+    if resume == "latest":
+        found = checkpoint_dirs(output_dir)
+        return found[-1] if found else None
+    path = Path(resume)
+    if not (path / "trainer_state.json").is_file():
+        raise FileNotFoundError(f"{path} is not a checkpoint written by this script (no trainer_state.json).")
+    return path
+
+
+# -- evaluation -------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(accelerator: Accelerator, model, loader: DataLoader, distances: np.ndarray) -> dict:
+    """mAP, OmAP and OmAP_λ over the whole split: gather every process's scores, compute on the main one."""
+    model.eval()
+    scores, labels, skipped = [], [], []
+    for batch in tqdm(loader, desc="eval", disable=not accelerator.is_local_main_process, leave=False):
+        skipped += batch["skipped"]
+        logits = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"]).logits
+        batch_scores, batch_labels = accelerator.gather_for_metrics((logits.float().sigmoid(), batch["labels"]))
+        scores.append(batch_scores.cpu().numpy())
+        labels.append(batch_labels.cpu().numpy())
+    skipped = len({clip for clip, _ in gather_object(skipped)})  # unique: DDP repeats clips to even out batches
+    model.train()
+    result = compute_omap(np.concatenate(labels).round(), np.concatenate(scores), distances)
+    return {
+        "map": result["map"],
+        "omap": result["omap"],
+        "omap_per_lambda": result["omap_per_lambda"].tolist(),
+        "n_classes_evaluated": result["n_classes_evaluated"],
+        "skipped_clips": int(skipped),
+    }
+
+
+# -- publishing -------------------------------------------------------------------------------------------------
+
+
+def save_final(accelerator, model, extractor, args, results: dict, dataset: str) -> Path:
+    final = Path(args.output_dir) / "model"
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.save_pretrained(final, safe_serialization=True)
+    extractor.save_pretrained(final)
+    repo_id = args.hub_model_id or final.parent.name
+    card = render_model_card(unwrapped.config, repo_id, results, dataset=dataset, training=training_summary(args))
+    (final / "README.md").write_text(card, encoding="utf-8")
+    (final / "eval_results.json").write_text(json.dumps(results, indent=2))
+    return final
+
+
+def training_summary(args: TrainArguments) -> str:
+    return (
+        f"{args.num_epochs} epochs, batch {args.batch_size} x {args.gradient_accumulation_steps} accumulation, "
+        f"AdamW lr {args.learning_rate} (weight decay {args.weight_decay}), {args.lr_scheduler} schedule with "
+        f"{args.warmup_ratio:.0%} warm-up, mixed precision {args.mixed_precision}, seed {args.seed}."
+    )
+
+
+def push_to_hub(folder: Path, repo_id: str, private: bool) -> str:
+    """Upload `folder` to the Hub (token from HF_TOKEN or the login cache); a clear error if that fails."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=os.environ.get("HF_TOKEN"))
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="Upload SPA model")
+    except Exception as err:  # offline, no token, no permission: all end the same way for the user
+        raise RuntimeError(
+            f"Pushing to the Hub as {repo_id!r} failed ({type(err).__name__}: {err}). Everything is saved in "
+            f"{folder}; push it later with `huggingface-cli upload {repo_id} {folder}`."
+        ) from err
+    return getattr(commit, "commit_url", str(commit))
+
+
+# -- training ---------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        cpu=args.cpu,
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_dir=str(output_dir),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    set_seed(args.seed)
+    model = build_model(model_args, data_args)
+    extractor = SPAFeatureExtractor(
+        sampling_rate=model.config.frontend["sampling_rate"], max_length_s=data_args.max_length_s
+    )
+    data = {
+        split: load_audioset(data_args.dataset, split, data_args.dataset_config)
+        for split in (data_args.train_split, data_args.eval_split, data_args.test_split)
+        if split
+    }
+    train_loader = make_loader(data[data_args.train_split], model, data_args, args.batch_size, True, args.seed)
+    eval_loaders = {
+        split: make_loader(data[split], model, data_args, args.eval_batch_size, False, args.seed)
+        for split in (data_args.eval_split, data_args.test_split)
+        if split
+    }
+    distances = model.label_distances.cpu().numpy()
+
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=args.learning_rate, weight_decay=args.weight_decay
+    )
+    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+    total_steps = args.max_steps or args.num_epochs * steps_per_epoch
+    scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer,
+        num_warmup_steps=int(args.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    eval_loaders = {split: accelerator.prepare(loader) for split, loader in eval_loaders.items()}
+    if args.report_to != "none":
+        accelerator.init_trackers(output_dir.name, config={**asdict(model_args), **asdict(data_args), **asdict(args)})
+
+    # batches_in_epoch, not steps: a batch of only broken clips makes no step but is consumed all the same.
+    state = {"epoch": 0, "batches_in_epoch": 0, "completed_steps": 0, "history": []}
+    resume = resolve_resume(output_dir, args.resume_from_checkpoint)
+    if resume is not None:
+        accelerator.load_state(str(resume))
+        state = json.loads((resume / "trainer_state.json").read_text())
+        accelerator.print(f"Resumed from {resume}: epoch {state['epoch']}, step {state['completed_steps']}")
+
+    progress = tqdm(total=total_steps, initial=state["completed_steps"], disable=not accelerator.is_local_main_process)
+    num_epochs = math.ceil(total_steps / steps_per_epoch)
+    model.train()
+    while state["epoch"] < num_epochs and state["completed_steps"] < total_steps:
+        epoch = state["epoch"]
+        loader = train_loader
+        if state["batches_in_epoch"]:  # resumed mid-epoch: the same order as the interrupted run, minus what it did
+            loader = accelerator.skip_first_batches(train_loader, state["batches_in_epoch"])
+        train_loader.set_epoch(epoch)  # seedable sampler: the order depends on (seed, epoch) only
+        loader.set_epoch(epoch)
+        sums, skipped, started = {}, [], time.perf_counter()
+        for batch in loader:
+            state["batches_in_epoch"] += 1
+            skipped += batch["skipped"]
+            if len(batch["labels"]) == 0:
+                continue
+            with accelerator.accumulate(model):
+                output = model(batch["input_values"], batch["attention_mask"], labels=batch["labels"])
+                accelerator.backward(output.loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            for name in ("loss", "bce_loss", "obce_loss", "spa_loss"):
+                if getattr(output, name) is not None:
+                    sums[name] = sums.get(name, 0.0) + getattr(output, name).item()
+            sums["batches"] = sums.get("batches", 0) + 1
+            if not accelerator.sync_gradients:
+                continue
+            state["completed_steps"] += 1
+            progress.update(1)
+            progress.set_postfix(epoch=epoch, loss=f"{output.loss.item():.4f}")
+            accelerator.log(
+                {
+                    f"train/{k}": getattr(output, k).item()
+                    for k in sums
+                    if k != "batches" and getattr(output, k) is not None
+                }
+                | {"lr": scheduler.get_last_lr()[0]},
+                step=state["completed_steps"],
+            )
+            if state["completed_steps"] % args.checkpointing_steps == 0:
+                save_checkpoint(accelerator, output_dir, state, args.keep_checkpoints)
+            if state["completed_steps"] >= total_steps:
+                break
+
+        metrics = evaluate(accelerator, model, eval_loaders[data_args.eval_split], distances)
+        train_skipped = len({clip for clip, _ in gather_object(skipped)})
+        summary = {
+            "epoch": epoch,
+            "step": state["completed_steps"],
+            "seconds": round(time.perf_counter() - started, 1),
+            **{f"train_{k}": v / max(sums.get("batches", 1), 1) for k, v in sums.items() if k != "batches"},
+            "train_skipped_clips": int(train_skipped),
+            **{f"eval_{k}": v for k, v in metrics.items() if k != "omap_per_lambda"},
+        }
+        state["history"].append(summary | {"eval_omap_per_lambda": metrics["omap_per_lambda"]})
+        accelerator.log(
+            {k.replace("_", "/", 1): v for k, v in summary.items() if isinstance(v, float)},
+            step=state["completed_steps"],
+        )
+        accelerator.print(json.dumps(summary))
+        if skipped:
+            named = ", ".join(f"{clip} ({reason})" for clip, reason in skipped[:10])
+            print(f"[process {accelerator.process_index}] skipped {len(skipped)} bad clip(s): {named}", flush=True)
+        state["epoch"], state["batches_in_epoch"] = epoch + 1, 0
+        save_checkpoint(accelerator, output_dir, state, args.keep_checkpoints)
+    progress.close()
+
+    results = {split: evaluate(accelerator, model, loader, distances) for split, loader in eval_loaders.items()}
+    if accelerator.is_main_process:
+        final = save_final(accelerator, model, extractor, args, results, data_args.dataset)
+        (output_dir / "history.json").write_text(json.dumps(state["history"], indent=2))
+        accelerator.print(
+            f"Saved the model to {final}: "
+            + json.dumps({s: {k: round(r[k], 4) for k in ("map", "omap")} for s, r in results.items()})
+        )
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    if args.push_to_hub and accelerator.is_main_process:
+        accelerator.print(f"Pushed: {push_to_hub(final, args.hub_model_id or final.parent.name, args.hub_private)}")
+    return results
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except RuntimeError as err:
+        if "Pushing to the Hub" not in str(err):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,248 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from transformers import (
+    ASTConfig,
+    AutoFeatureExtractor,
+    AutoModel,
+    AutoModelForAudioClassification,
+    pipeline,
+)
+
+from modeling_spa import SPAConfig, SPAFeatureExtractor, SPAForAudioClassification, SPAModel
+from modeling_spa.label_text import encode_label_descriptions
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+TINY_CNN = {"hidden_sizes": [8, 16], "dropout": 0.0}
+TINY_AST = ASTConfig(
+    hidden_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_length=100,
+    num_mel_bins=128,
+    frequency_stride=16,
+    time_stride=16,
+)
+
+
+@pytest.fixture(scope="module")
+def mids(ontology, mid_of):
+    names = ["Speech", "Male speech, man speaking", "Female speech, woman speaking", "Dog", "Bark", "Cat", "Siren"]
+    return [mid_of[name] for name in names]
+
+
+@pytest.fixture(scope="module")
+def cnn_model(mids, ontology):
+    torch.manual_seed(0)
+    model = SPAForAudioClassification.from_backbone(
+        "cnn", TINY_CNN, label_mids=mids, ontology=ontology, text_encoder=MINILM, projection_dim=16, spa_alpha=0.5
+    )
+    return model.eval()
+
+
+@pytest.fixture
+def batch():
+    torch.manual_seed(1)
+    waves = torch.randn(3, 16000) * 0.1
+    mask = torch.ones_like(waves, dtype=torch.long)
+    mask[2, 8000:] = 0
+    waves[2, 8000:] = 0
+    labels = torch.zeros(3, 7)
+    labels[0, [0, 1]] = 1
+    labels[1, 4] = 1
+    return waves, mask, labels
+
+
+def test_buffers_hold_the_real_label_text_and_distances(cnn_model, mids, ontology):
+    texts = ontology.descriptions("concat", mids)
+    assert texts[1] == "Human sounds > Human voice > Speech > Male speech"
+    torch.testing.assert_close(cnn_model.label_text_embeds, encode_label_descriptions(texts, MINILM))
+    assert np.array_equal(cnn_model.label_distances.numpy(), ontology.distances_for(mids))
+    assert cnn_model.config.id2label[1] == "Male speech, man speaking" and cnn_model.config.label_mids == mids
+    # The text encoder is used once: it is no submodule, and its output is no parameter.
+    assert not any("Bert" in type(m).__name__ for m in cnn_model.modules())
+    assert all(p.data_ptr() != cnn_model.label_text_embeds.data_ptr() for p in cnn_model.parameters())
+
+
+def test_loss_is_the_sum_of_its_parts(cnn_model, batch):
+    waves, mask, labels = batch
+    out = cnn_model(waves, mask, labels=labels)
+    assert out.logits.shape == (3, 7) and out.audio_embeds.shape == (3, 16)
+    expected = 0.5 * (out.bce_loss + out.obce_loss) + 0.5 * out.spa_loss
+    torch.testing.assert_close(out.loss, expected)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(out.logits, labels)
+    torch.testing.assert_close(out.bce_loss, bce)
+
+
+def test_alpha_zero_is_the_baseline_and_bce_switch(mids, ontology, cnn_model, batch):
+    waves, mask, labels = batch
+    for alpha, loss_name in ((0.0, "obce"), (0.0, "bce")):
+        config = SPAConfig(**{**cnn_model.config.to_dict(), "spa_alpha": alpha, "classification_loss": loss_name})
+        model = SPAForAudioClassification(config).eval()
+        model.load_state_dict(cnn_model.state_dict())
+        out = model(waves, mask, labels=labels)
+        assert out.spa_loss is None
+        expected = out.bce_loss if loss_name == "bce" else 0.5 * (out.bce_loss + out.obce_loss)
+        torch.testing.assert_close(out.loss, expected)
+
+
+def test_gradients_flow_everywhere_with_spa(cnn_model, batch):
+    waves, mask, labels = batch
+    model = SPAForAudioClassification(cnn_model.config)
+    model.load_state_dict(cnn_model.state_dict())
+    model(waves, mask, labels=labels).loss.backward()
+    for name in ("text_projection", "classifier", "spa.audio_projection", "spa.backbone.blocks.0.conv1"):
+        assert model.get_submodule(name).weight.grad.abs().sum() > 0, name
+    assert model.label_text_embeds.grad is None
+
+
+def test_masked_padding_does_not_depend_on_its_length(cnn_model):
+    # Padded frames are masked out of the time pooling, so once a clip is padded beyond the convolutions' reach,
+    # more padding changes nothing; without the mask it does.
+    torch.manual_seed(2)
+    wave = torch.randn(1, 12000) * 0.1
+
+    def pooled(pad: int, masked: bool = True) -> torch.Tensor:
+        padded = torch.cat([wave, torch.zeros(1, pad)], dim=1)
+        mask = torch.cat([torch.ones(1, 12000), torch.zeros(1, pad)], dim=1).long()
+        return cnn_model.spa(padded, mask if masked else None).pooled_output
+
+    short, long = pooled(8000), pooled(40000)
+    torch.testing.assert_close(long, short, rtol=1e-5, atol=1e-6)
+    assert (pooled(40000, masked=False) - short).norm() > 0.05 * short.norm()
+
+
+def save(model, path):
+    model.save_pretrained(path)
+    SPAFeatureExtractor(sampling_rate=model.config.frontend["sampling_rate"], max_length_s=1.0).save_pretrained(path)
+    return path
+
+
+def test_round_trip_with_auto_classes(cnn_model, batch, tmp_path):
+    waves, mask, _ = batch
+    path = save(cnn_model, tmp_path / "ckpt")
+    assert (path / "model.safetensors").is_file() and not list(path.glob("*.bin"))
+    expected = cnn_model(waves, mask).logits
+    for auto in (AutoModel, AutoModelForAudioClassification):
+        loaded = auto.from_pretrained(path).eval()
+        assert type(loaded) is SPAForAudioClassification
+        assert torch.equal(loaded(waves, mask).logits, expected)
+        assert torch.equal(loaded.label_text_embeds, cnn_model.label_text_embeds)
+        assert torch.equal(loaded.spa.frontend.mel_filters, cnn_model.spa.frontend.mel_filters)
+    assert isinstance(AutoFeatureExtractor.from_pretrained(path), SPAFeatureExtractor)
+    config = json.loads((path / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_spa.SPAForAudioClassification"
+    assert config["label_mids"] == cnn_model.config.label_mids and config["spa_alpha"] == 0.5
+
+
+def test_spa_model_gives_the_same_embeddings(cnn_model, batch, tmp_path):
+    waves, mask, _ = batch
+    path = save(cnn_model, tmp_path / "ckpt")
+    base = SPAModel.from_pretrained(path).eval()
+    torch.testing.assert_close(base(waves, mask).audio_embeds, cnn_model(waves, mask).audio_embeds)
+
+
+REMOTE = textwrap.dedent(
+    """
+    import sys, json
+    class Block:  # the installed package must not be importable here
+        def find_spec(self, name, path=None, target=None):
+            if name == "modeling_spa" or name.startswith("modeling_spa."):
+                raise ImportError("blocked for this test")
+    sys.meta_path.insert(0, Block())
+    try:
+        import modeling_spa
+        raise SystemExit("modeling_spa was importable")
+    except ImportError:
+        pass
+    import numpy as np, torch
+    from transformers import AutoFeatureExtractor, AutoModel
+    path, waves_path = sys.argv[1], sys.argv[2]
+    model = AutoModel.from_pretrained(path, trust_remote_code=True).eval()
+    extractor = AutoFeatureExtractor.from_pretrained(path, trust_remote_code=True)
+    waves = np.load(waves_path)
+    inputs = extractor(list(waves), sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    print(json.dumps({"class": type(model).__name__, "extractor": type(extractor).__name__, "logits": logits.tolist()}))
+    """
+)
+
+
+def test_remote_code_works_without_the_package(cnn_model, tmp_path):
+    path = save(cnn_model, tmp_path / "ckpt")
+    waves = (np.random.default_rng(0).standard_normal((2, 16000)) * 0.1).astype(np.float32)
+    np.save(tmp_path / "waves.npy", waves)
+    script = tmp_path / "remote.py"
+    script.write_text(REMOTE)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
+        "HF_HUB_OFFLINE": "1",
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+    }
+    done = subprocess.run(
+        [sys.executable, str(script), str(path), str(tmp_path / "waves.npy")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["class"] == "SPAForAudioClassification" and result["extractor"] == "SPAFeatureExtractor"
+    inputs = SPAFeatureExtractor.from_pretrained(path)(list(waves), sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        expected = cnn_model(**inputs).logits
+    assert torch.equal(torch.tensor(result["logits"]), expected)
+
+
+def test_pipeline_returns_sigmoid_scores_with_label_names(cnn_model, tmp_path):
+    path = save(cnn_model, tmp_path / "ckpt")
+    wave = (np.random.default_rng(3).standard_normal(16000) * 0.1).astype(np.float32)
+    tagger = pipeline("audio-classification", model=str(path))
+    top = tagger(wave, top_k=3)
+    with torch.no_grad():
+        inputs = SPAFeatureExtractor.from_pretrained(path)(wave, sampling_rate=16000, return_tensors="pt")
+        scores = cnn_model(**inputs).logits.sigmoid()[0]
+    best = scores.argsort(descending=True)[:3]
+    assert [t["label"] for t in top] == [cnn_model.config.id2label[int(i)] for i in best]
+    np.testing.assert_allclose([t["score"] for t in top], scores[best].numpy(), rtol=1e-5)
+
+
+def test_ast_backbone_round_trip_and_lora(mids, ontology, batch, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    model = SPAForAudioClassification.from_backbone(
+        "ast", TINY_AST, label_mids=mids, ontology=ontology, text_encoder=MINILM, projection_dim=16
+    ).eval()
+    assert model.config.frontend["max_frames"] == 100 and model.config.frontend["sampling_rate"] == 16000
+    waves, mask, labels = batch
+    logits = model(waves, mask).logits
+    path = save(model, tmp_path / "ast")
+    assert torch.equal(AutoModel.from_pretrained(path).eval()(waves, mask).logits, logits)
+
+    lora = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["classifier"]))
+    trainable = [n for n, p in lora.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or "classifier" in n for n in trainable)
+    lora.train()
+    lora(waves, mask, labels=labels).loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in lora.named_parameters() if "lora_B" in n)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="Unknown backbone 'resnet'"):
+        SPAConfig(backbone="resnet")
+    with pytest.raises(ValueError, match="description_style"):
+        SPAConfig(description_style="poem")
+    with pytest.raises(ValueError, match="num_mel_bins=64"):
+        SPAConfig(backbone="cnn", frontend={**SPAConfig().frontend, "n_mels": 128})
+    with pytest.raises(ValueError, match="max_frames"):
+        SPAConfig(backbone="ast", audio_config=TINY_AST.to_dict(), frontend={**SPAConfig(backbone="ast").frontend})

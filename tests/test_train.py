@@ -1,0 +1,219 @@
+"""recipes/train.py end to end on a tiny real `datasets` build: plain, killed and resumed, two processes."""
+
+import importlib.util
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import soundfile
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel
+
+REPO = Path(__file__).resolve().parent.parent
+CLASSES = ["Siren", "Police car (siren)", "Civil defense siren", "White noise", "Pink noise", "Dial tone", "Tick"]
+
+
+def load_recipe(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def wav_bytes(samples: np.ndarray, rate: int = 16000, subtype: str = "FLOAT") -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, format="WAV", subtype=subtype)
+    return buffer.getvalue()
+
+
+def with_rows(split: datasets.Dataset, rows: list[dict]) -> datasets.Dataset:
+    """`split` plus `rows`: built as a plain {bytes, path} struct, then cast (encoding Audio needs torchcodec)."""
+    struct = {"bytes": datasets.Value("binary"), "path": datasets.Value("string")}
+    extra = datasets.Dataset.from_list(rows, features=datasets.Features({**split.features, "audio": struct}))
+    return datasets.concatenate_datasets([split, extra.cast_column("audio", split.features["audio"])])
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory, ontology):
+    """24/8/8 one-second clips of 7 classes, plus four broken clips in the train split."""
+    root = tmp_path_factory.mktemp("data")
+    build = load_recipe("build_demo_dataset").build_demo_dataset
+    data = build(root / "clean", 24, 8, 8, duration_s=1.0, class_names=CLASSES, ontology=ontology, speech=False)
+    flac = data["train"][0]["audio"]["bytes"]
+    label = data["train"][0]["labels"]
+    broken = [
+        ("synth_bad_unreadable", b"not audio at all"),
+        ("synth_bad_empty", wav_bytes(np.zeros(0, dtype=np.float32))),
+        ("synth_bad_nan", wav_bytes(np.full(16000, np.nan, dtype=np.float32))),
+        ("synth_bad_truncated", flac[:60]),
+    ]
+    rows = [
+        {"video_id": vid, "audio": {"bytes": raw, "path": f"{vid}.wav"}, "labels": label, "human_labels": []}
+        for vid, raw in broken
+    ]
+    out = root / "with_bad"
+    (out / "data").mkdir(parents=True)
+    with_rows(data["train"], rows).to_parquet(str(out / "data" / "train-00000-of-00001.parquet"))
+    for split in ("validation", "test"):
+        data[split].to_parquet(str(out / "data" / f"{split}-00000-of-00001.parquet"))
+    (out / "classes.json").write_text((root / "clean" / "classes.json").read_text())
+    return out
+
+
+def train_command(dataset_dir: Path, output_dir: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        str(REPO / "recipes" / "train.py"),
+        "--backbone", "cnn",
+        "--audio_config", '{"hidden_sizes": [4, 8], "dropout": 0.2}',
+        "--projection_dim", "16",
+        "--text_encoder", "sentence-transformers/all-MiniLM-L6-v2",
+        "--dataset", str(dataset_dir),
+        "--classes", str(dataset_dir / "classes.json"),
+        "--max_length_s", "1.0",
+        "--num_workers", "0",
+        "--output_dir", str(output_dir),
+        "--num_epochs", "3",
+        "--batch_size", "4",
+        "--eval_batch_size", "8",
+        "--checkpointing_steps", "2",
+        "--learning_rate", "0.003",
+        "--cpu",
+        *extra,
+    ]  # fmt: skip
+
+
+def run(command, cwd, timeout=600):
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def trained(dataset_dir, tmp_path_factory):
+    """One full run, which also tries (and, offline, fails) to push to the Hub."""
+    out = tmp_path_factory.mktemp("run") / "full"
+    done = run(train_command(dataset_dir, out, "--push_to_hub", "--hub_model_id", "spa-test/tiny"), REPO)
+    return out, done
+
+
+def test_training_saves_a_loadable_model_with_a_card(trained):
+    out, done = trained
+    model_dir = out / "model"
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", "modeling_spa.py"):
+        assert (model_dir / name).is_file(), name
+    results = json.loads((model_dir / "eval_results.json").read_text())
+    for split in ("validation", "test"):
+        assert 0 <= results[split]["map"] <= 1 and 0 <= results[split]["omap"] <= 1
+        assert len(results[split]["omap_per_lambda"]) >= 2
+    card = (model_dir / "README.md").read_text()
+    assert "model-index" in card and f"{results['test']['omap']:.4f}" in card
+    model = AutoModel.from_pretrained(model_dir)
+    assert sorted(model.config.label_names) == sorted(CLASSES)
+
+
+def test_offline_push_fails_clearly_after_saving(trained):
+    out, done = trained
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Pushing to the Hub as 'spa-test/tiny' failed" in done.stderr
+    assert f"Everything is saved in {out / 'model'}" in done.stderr
+
+
+def test_bad_clips_are_skipped_counted_and_named(trained):
+    out, done = trained
+    history = json.loads((out / "history.json").read_text())
+    assert [epoch["train_skipped_clips"] for epoch in history] == [4, 4, 4]
+    for name in ("synth_bad_unreadable", "synth_bad_empty", "synth_bad_nan", "synth_bad_truncated"):
+        assert name in done.stdout
+    assert history[-1]["eval_map"] > 0
+
+
+def test_killed_run_resumes_to_the_same_weights(trained, dataset_dir, tmp_path):
+    full, _ = trained
+    out = tmp_path / "killed"
+    env = os.environ | {"HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(train_command(dataset_dir, out), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "step_2" / "trainer_state.json").is_file():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model").exists()  # killed before the end
+    done = run(train_command(dataset_dir, out, "--resume_from_checkpoint", "latest"), REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Resumed from" in done.stdout
+    resumed, uninterrupted = (
+        load_file(out / "model" / "model.safetensors"),
+        load_file(full / "model" / "model.safetensors"),
+    )
+    assert resumed.keys() == uninterrupted.keys()
+    for key in resumed:
+        torch.testing.assert_close(resumed[key], uninterrupted[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_unknown_label_is_an_error_naming_it(dataset_dir, tmp_path):
+    split = datasets.load_dataset("parquet", data_files=str(dataset_dir / "data" / "validation-*.parquet"))["train"]
+    row = split[0] | {"video_id": "synth_odd_label", "labels": ["/m/09x0r"]}  # Speech: not among the classes
+    folder = tmp_path / "odd"
+    (folder / "data").mkdir(parents=True)
+    with_rows(split, [row]).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    split.to_parquet(str(folder / "data" / "validation-00000-of-00001.parquet"))
+    (folder / "classes.json").write_text((dataset_dir / "classes.json").read_text())
+    done = run(train_command(folder, tmp_path / "out", "--test_split", "", "--num_epochs", "1"), REPO)
+    assert done.returncode != 0
+    assert "clip synth_odd_label" in done.stderr and "/m/09x0r" in done.stderr
+
+
+def test_two_processes(dataset_dir, tmp_path):
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    done = run(command + train_command(dataset_dir, tmp_path / "ddp", "--num_epochs", "1")[1:], REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    history = json.loads((tmp_path / "ddp" / "history.json").read_text())
+    assert history[0]["train_skipped_clips"] == 4  # counted over both processes
+    assert json.loads((tmp_path / "ddp" / "model" / "eval_results.json").read_text())["test"]["map"] > 0
+
+
+def test_push_to_hub_uploads_the_folder(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    calls = {}
+    monkeypatch.setattr(
+        huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: calls.update(repo=(repo_id, kw))
+    )
+    monkeypatch.setattr(
+        huggingface_hub.HfApi, "upload_folder", lambda self, **kw: calls.update(upload=kw) or "https://hub/commit/1"
+    )
+    (tmp_path / "config.json").write_text("{}")
+    assert load_recipe("train").push_to_hub(tmp_path, "org/spa-tiny", private=True) == "https://hub/commit/1"
+    assert calls["repo"] == ("org/spa-tiny", {"private": True, "exist_ok": True})
+    assert calls["upload"]["folder_path"] == str(tmp_path) and calls["upload"]["repo_id"] == "org/spa-tiny"
+
+
+def test_spa_tag_on_mp3_and_corrupt_files(trained, dataset_dir, tmp_path):
+    out, _ = trained
+    clip = datasets.load_dataset("parquet", data_files=str(dataset_dir / "data" / "test-*.parquet"))["train"][0]
+    wave, rate = soundfile.read(io.BytesIO(clip["audio"]["bytes"]), dtype="float32")
+    stereo_44k = np.repeat(np.interp(np.arange(0, len(wave), rate / 44100), np.arange(len(wave)), wave)[:, None], 2, 1)
+    soundfile.write(tmp_path / "clip.mp3", stereo_44k.astype(np.float32), 44100, format="MP3")
+    (tmp_path / "broken.ogg").write_bytes(b"OggS" + bytes(64))
+    command = [sys.executable, "-m", "modeling_spa.cli", str(tmp_path / "clip.mp3"), str(tmp_path / "broken.ogg"),
+               "--model", str(out / "model"), "--top-k", "3", "--json"]  # fmt: skip
+    done = run(command, tmp_path)
+    assert done.returncode == 1  # one file could not be read
+    assert "broken.ogg" in done.stderr
+    tagged = json.loads(done.stdout.strip().splitlines()[-1])
+    assert tagged["file"].endswith("clip.mp3") and len(tagged["labels"]) == 3
+    top = tagged["labels"][0]
+    assert top["label"] in CLASSES and " > " in top["path"] and 0 < top["score"] < 1
