@@ -11,6 +11,8 @@ SHARED_AUDIOSET := $(abspath ../shared/audioset)
 ifneq ($(wildcard $(SHARED_AUDIOSET)/ontology.json),)
 export SPA_ONTOLOGY ?= $(SHARED_AUDIOSET)/ontology.json
 export SPA_CLASS_LABELS ?= $(SHARED_AUDIOSET)/class_labels_indices.csv
+# Everything the demo needs is then local; elsewhere it may download the two ontology files once.
+DEMO_ENV := HF_HUB_OFFLINE=1
 endif
 
 .PHONY: install test demo lint bench clean
@@ -29,7 +31,7 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) recipes/demo.py
+	$(DEMO_ENV) $(PY) recipes/demo.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

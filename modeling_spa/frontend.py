@@ -121,33 +121,6 @@ FRONTEND_PRESETS: dict[str, dict] = {
         "frame_padding_value": -100.0,
         "max_frames": None,
     },
-    # HTS-AT as the audio tower of CLAP laion/clap-htsat-unfused: ClapFeatureExtractor with truncation
-    # "rand_trunc" uses the librosa (slaney) filters, periodic Hann 1024, hop 480, centred, power_to_db with
-    # min 1e-10 and no top_db. 10 s at 48 kHz -> 1001 frames. HTS-AT normalises with its own BatchNorm.
-    "htsat": {
-        "sampling_rate": 48000,
-        "n_mels": 64,
-        "win_length": 1024,
-        "hop_length": 480,
-        "n_fft": 1024,
-        "f_min": 50.0,
-        "f_max": 14000.0,
-        "window": "hann",
-        "periodic_window": True,
-        "mel_scale": "slaney",
-        "mel_norm": "slaney",
-        "log": "db",
-        "log_offset": 0.0,
-        "mel_floor": 1e-10,
-        "preemphasis": 0.0,
-        "preemphasis_per_frame": False,
-        "remove_dc_offset": False,
-        "center": True,
-        "normalize_mean": 0.0,
-        "normalize_std": 1.0,
-        "frame_padding_value": -100.0,
-        "max_frames": 1001,
-    },
     # Small demo front-end for a CNN trained from scratch: 16 kHz, 25 ms / 10 ms, 64 HTK mel bands (no empty
     # band at this FFT size), PaSST's log(mel + 1e-5) and its (x + 4.5) / 5 scaling, which maps digital silence
     # to about -1.4 and loud clips to about +1.
@@ -176,6 +149,12 @@ FRONTEND_PRESETS: dict[str, dict] = {
         "max_frames": None,  # the demo CNN takes clips of any length
     },
 }
+
+
+# HTS-AT as the audio tower of CLAP laion/clap-htsat-unfused: ClapFeatureExtractor with truncation "rand_trunc"
+# is CNN14's recipe (librosa slaney filters, periodic Hann 1024, centred, power_to_db with min 1e-10, no top_db)
+# at 48 kHz with hop 480: 10 s -> 1001 frames. HTS-AT normalises with its own BatchNorm.
+FRONTEND_PRESETS["htsat"] = {**FRONTEND_PRESETS["cnn14"], "sampling_rate": 48000, "hop_length": 480, "max_frames": 1001}
 
 
 def frontend_preset(name: str) -> dict:

@@ -62,7 +62,9 @@ class SPAPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=0.02)
+            # Variance-preserving (std 1/sqrt(fan_in)): the fixed 0.02 of transformer layers starves the small
+            # stacked heads (p_a then c_a) of signal. Backbones that are PreTrainedModels keep their own init.
+            init.normal_(module.weight, mean=0.0, std=module.in_features**-0.5)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Conv2d):

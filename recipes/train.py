@@ -45,7 +45,7 @@ class ModelArguments:
     text_encoder_revision: str | None = None
     text_pooling: str = "mean"
     description_style: str = "concat"
-    spa_alpha: float = 1.0
+    spa_alpha: float = 0.3
     classification_loss: str = field(default="obce", metadata={"help": "obce: (BCE + OBCE)/2, or bce"})
 
 
@@ -78,6 +78,7 @@ class TrainArguments:
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16"})
     cpu: bool = field(default=False, metadata={"help": "train on CPU even where a GPU is present"})
     checkpointing_steps: int = 100
+    logging_steps: int = 10
     keep_checkpoints: int = 2
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "a checkpoint dir or 'latest'"})
     report_to: str = field(default="none", metadata={"help": "none, all, tensorboard, trackio, ..."})
@@ -250,6 +251,52 @@ def push_to_hub(folder: Path, repo_id: str, private: bool) -> str:
 # -- training ---------------------------------------------------------------------------------------------------
 
 
+LOSS_PARTS = ("loss", "bce_loss", "obce_loss", "spa_loss")
+
+
+def train_epoch(accelerator, model, optimizer, scheduler, loader, state: dict, args, progress) -> tuple[dict, list]:
+    """One epoch from `state` (resumable mid-epoch); returns the mean loss parts and the skipped clips.
+
+    Loss sums stay on the device: reading them every batch would synchronise a GPU at every step.
+    """
+    epoch = state["epoch"]
+    if state["batches_in_epoch"]:  # resumed mid-epoch: the interrupted run's order, minus what it did
+        loader = accelerator.skip_first_batches(loader, state["batches_in_epoch"])
+    loader.set_epoch(epoch)  # seedable sampler: the order depends on (seed, epoch) only
+    sums, batches, skipped = {}, 0, []
+    for batch in loader:
+        state["batches_in_epoch"] += 1
+        skipped += batch["skipped"]
+        if len(batch["labels"]) == 0:
+            continue
+        with accelerator.accumulate(model):
+            output = model(batch["input_values"], batch["attention_mask"], labels=batch["labels"])
+            accelerator.backward(output.loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+        for name in LOSS_PARTS:
+            if getattr(output, name) is not None:
+                sums[name] = sums.get(name, 0.0) + getattr(output, name).detach()
+        batches += 1
+        if not accelerator.sync_gradients:
+            continue
+        state["completed_steps"] += 1
+        progress.update(1)
+        if state["completed_steps"] % args.logging_steps == 0:
+            means = {name: (value / batches).item() for name, value in sums.items()}
+            progress.set_postfix(epoch=epoch, loss=f"{means['loss']:.4f}")
+            accelerator.log({f"train/{k}": v for k, v in means.items()} | {"lr": scheduler.get_last_lr()[0]},
+                            step=state["completed_steps"])  # fmt: skip
+        if state["completed_steps"] % args.checkpointing_steps == 0:
+            save_checkpoint(accelerator, Path(args.output_dir), state, args.keep_checkpoints)
+        if state["completed_steps"] >= (args.max_steps or float("inf")):
+            break
+    return {name: (value / max(batches, 1)).item() for name, value in sums.items()}, skipped
+
+
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, args = parse_arguments(sys.argv[1:] if argv is None else argv)
     output_dir = Path(args.output_dir)
@@ -304,72 +351,26 @@ def main(argv: list[str] | None = None) -> dict:
         accelerator.print(f"Resumed from {resume}: epoch {state['epoch']}, step {state['completed_steps']}")
 
     progress = tqdm(total=total_steps, initial=state["completed_steps"], disable=not accelerator.is_local_main_process)
-    num_epochs = math.ceil(total_steps / steps_per_epoch)
     model.train()
-    while state["epoch"] < num_epochs and state["completed_steps"] < total_steps:
-        epoch = state["epoch"]
-        loader = train_loader
-        if state["batches_in_epoch"]:  # resumed mid-epoch: the same order as the interrupted run, minus what it did
-            loader = accelerator.skip_first_batches(train_loader, state["batches_in_epoch"])
-        train_loader.set_epoch(epoch)  # seedable sampler: the order depends on (seed, epoch) only
-        loader.set_epoch(epoch)
-        sums, skipped, started = {}, [], time.perf_counter()
-        for batch in loader:
-            state["batches_in_epoch"] += 1
-            skipped += batch["skipped"]
-            if len(batch["labels"]) == 0:
-                continue
-            with accelerator.accumulate(model):
-                output = model(batch["input_values"], batch["attention_mask"], labels=batch["labels"])
-                accelerator.backward(output.loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            for name in ("loss", "bce_loss", "obce_loss", "spa_loss"):
-                if getattr(output, name) is not None:
-                    sums[name] = sums.get(name, 0.0) + getattr(output, name).item()
-            sums["batches"] = sums.get("batches", 0) + 1
-            if not accelerator.sync_gradients:
-                continue
-            state["completed_steps"] += 1
-            progress.update(1)
-            progress.set_postfix(epoch=epoch, loss=f"{output.loss.item():.4f}")
-            accelerator.log(
-                {
-                    f"train/{k}": getattr(output, k).item()
-                    for k in sums
-                    if k != "batches" and getattr(output, k) is not None
-                }
-                | {"lr": scheduler.get_last_lr()[0]},
-                step=state["completed_steps"],
-            )
-            if state["completed_steps"] % args.checkpointing_steps == 0:
-                save_checkpoint(accelerator, output_dir, state, args.keep_checkpoints)
-            if state["completed_steps"] >= total_steps:
-                break
-
+    while state["epoch"] < math.ceil(total_steps / steps_per_epoch) and state["completed_steps"] < total_steps:
+        started = time.perf_counter()
+        losses, skipped = train_epoch(accelerator, model, optimizer, scheduler, train_loader, state, args, progress)
         metrics = evaluate(accelerator, model, eval_loaders[data_args.eval_split], distances)
-        train_skipped = len({clip for clip, _ in gather_object(skipped)})
         summary = {
-            "epoch": epoch,
+            "epoch": state["epoch"],
             "step": state["completed_steps"],
             "seconds": round(time.perf_counter() - started, 1),
-            **{f"train_{k}": v / max(sums.get("batches", 1), 1) for k, v in sums.items() if k != "batches"},
-            "train_skipped_clips": int(train_skipped),
+            **{f"train_{name}": value for name, value in losses.items()},
+            "train_skipped_clips": len({clip for clip, _ in gather_object(skipped)}),
             **{f"eval_{k}": v for k, v in metrics.items() if k != "omap_per_lambda"},
         }
         state["history"].append(summary | {"eval_omap_per_lambda": metrics["omap_per_lambda"]})
-        accelerator.log(
-            {k.replace("_", "/", 1): v for k, v in summary.items() if isinstance(v, float)},
-            step=state["completed_steps"],
-        )
+        accelerator.log({k.replace("_", "/", 1): v for k, v in summary.items()}, step=state["completed_steps"])
         accelerator.print(json.dumps(summary))
         if skipped:
             named = ", ".join(f"{clip} ({reason})" for clip, reason in skipped[:10])
             print(f"[process {accelerator.process_index}] skipped {len(skipped)} bad clip(s): {named}", flush=True)
-        state["epoch"], state["batches_in_epoch"] = epoch + 1, 0
+        state["epoch"], state["batches_in_epoch"] = state["epoch"] + 1, 0
         save_checkpoint(accelerator, output_dir, state, args.keep_checkpoints)
     progress.close()
 
