@@ -5,7 +5,7 @@
 Each (α, repeat) runs in a fresh subprocess, alternating α, so that peak memory (resident set on the CPU,
 `max_memory_allocated` on a GPU) is measured cleanly; times are the median step of each run, then the median
 over runs. Classes and text size are the paper's setting: 527 AudioSet labels, 768-dim (BERT base) label text;
-the label-text values do not change the cost, so they are random here. No text encoder is resident.
+label-text values and distances do not change the cost, so they are random here. No text encoder is resident.
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ def child(setting: str, alpha: float, steps: int, device: str) -> dict:
     )
     model = SPAForAudioClassification(config).to(device)
     model.label_text_embeds.normal_()
+    hops = torch.randint(1, 22, (527, 527))
+    model.label_distances.copy_(torch.triu(hops, 1) + torch.triu(hops, 1).T)  # symmetric, zero diagonal
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     rate = config.frontend["sampling_rate"]
     waves = torch.randn(spec["batch"], int(spec["seconds"] * rate), device=device) * 0.1

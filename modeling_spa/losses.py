@@ -20,7 +20,7 @@ def ontology_loss_weight(labels: torch.Tensor, distances: torch.Tensor) -> torch
     """
     t = labels.float()
     g = distances.to(device=t.device, dtype=torch.float32)
-    g = g / g.max()
+    g = g / g.max().clamp_min(1)  # an all-zero matrix (a model built without labels' distances) stays finite
     # Gather each clip's non-zero labels only: (B, C, K) with K = most labels on a clip, not (B, C, C).
     k = int((t != 0).sum(dim=1).max())
     if k == 0:
@@ -37,11 +37,17 @@ def ontology_loss_weight(labels: torch.Tensor, distances: torch.Tensor) -> torch
     return weight / weight.mean()
 
 
-def obce_loss(logits: torch.Tensor, labels: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
-    """(L_BCE + L_OBCE) / 2 on logits: 0.5 * (mean(r * BCE) + mean(BCE)), `r` from `ontology_loss_weight`."""
+def obce_loss(
+    logits: torch.Tensor, labels: torch.Tensor, distances: torch.Tensor, return_parts: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(L_BCE + L_OBCE) / 2 on logits: 0.5 * (mean(BCE) + mean(r * BCE)), `r` from `ontology_loss_weight`.
+
+    With `return_parts`, returns (that loss, L_BCE, L_OBCE).
+    """
     bce = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
-    weight = ontology_loss_weight(labels, distances)
-    return 0.5 * ((weight * bce).mean() + bce.mean())
+    plain, weighted = bce.mean(), (ontology_loss_weight(labels, distances) * bce).mean()
+    loss = 0.5 * (plain + weighted)
+    return (loss, plain, weighted) if return_parts else loss
 
 
 def label_similarity(audio_embeds: torch.Tensor, label_text_embeds: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
@@ -16,7 +15,7 @@ from transformers.utils import ModelOutput
 from .backbones import backbone_spec
 from .configuration_spa import SPAConfig
 from .frontend import LogMelFrontend
-from .losses import ontology_loss_weight, spa_alignment_loss
+from .losses import obce_loss, spa_alignment_loss
 
 
 @dataclass
@@ -141,10 +140,9 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         logits = self.classifier(audio_embeds)
         if labels is None:
             return SPAOutput(logits=logits, audio_embeds=audio_embeds)
-        bce = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
-        weighted = (ontology_loss_weight(labels, self.label_distances) * bce).mean()
-        bce = bce.mean()
-        loss = bce if self.config.classification_loss == "bce" else 0.5 * (bce + weighted)
+        loss, bce, weighted = obce_loss(logits, labels, self.label_distances, return_parts=True)
+        if self.config.classification_loss == "bce":
+            loss = bce
         spa = None
         if self.config.spa_alpha > 0:
             spa = spa_alignment_loss(audio_embeds, self.label_embeds(), labels)

@@ -82,6 +82,14 @@ def test_obce_is_finite_without_any_label(small_problem):
     assert torch.isfinite(loss) and loss.item() == pytest.approx(bce.item(), rel=1e-6)
 
 
+def test_obce_parts_and_zero_distances(small_problem):
+    logits, labels, distances = small_problem
+    loss, plain, weighted = obce_loss(logits, labels, distances, return_parts=True)
+    torch.testing.assert_close(loss, 0.5 * (plain + weighted))
+    torch.testing.assert_close(plain, nn.functional.binary_cross_entropy_with_logits(logits, labels))
+    assert torch.isfinite(obce_loss(logits, labels, torch.zeros_like(distances)))
+
+
 def test_obce_is_stable_for_large_logits(small_problem):
     _, labels, distances = small_problem
     logits = torch.full(labels.shape, 200.0)
