@@ -19,7 +19,13 @@ import time
 
 SETTINGS = {
     # the demo CNN: batch 32 of 2-s clips at 16 kHz
-    "cnn": {"backbone": "cnn", "audio_config": {"hidden_sizes": [8, 16, 32, 64]}, "batch": 32, "seconds": 2.0},
+    "cnn": {
+        "backbone": "cnn",
+        "audio_config": {"hidden_sizes": [8, 16, 32, 64], "num_mel_bins": 64},
+        "frontend": "tiny",
+        "batch": 32,
+        "seconds": 2.0,
+    },
     # a 6-layer, 384-wide AST on full 10-s, 1024-frame inputs
     "ast-small": {
         "backbone": "ast",
@@ -45,6 +51,7 @@ def child(setting: str, alpha: float, steps: int, device: str) -> dict:
     import torch
 
     from modeling_spa import SPAConfig, SPAForAudioClassification
+    from modeling_spa.frontend import frontend_preset
 
     spec = SETTINGS[setting]
     torch.manual_seed(0)
@@ -55,6 +62,7 @@ def child(setting: str, alpha: float, steps: int, device: str) -> dict:
         text_hidden_size=768,
         projection_dim=512,
         spa_alpha=alpha,
+        **({"frontend": frontend_preset(spec["frontend"])} if "frontend" in spec else {}),
     )
     model = SPAForAudioClassification(config).to(device)
     model.label_text_embeds.normal_()

@@ -22,7 +22,7 @@ class SPACNNConfig(PreTrainedConfig):
 
     model_type = "spa_cnn"
 
-    num_mel_bins: int = 64
+    num_mel_bins: int = 128
     hidden_sizes: list[int] | tuple[int, ...] = (32, 64, 128, 256)
     dropout: float = 0.1
 

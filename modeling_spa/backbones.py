@@ -83,7 +83,7 @@ def backbone_spec(name: str) -> BackboneSpec:
     return BACKBONES[name]
 
 
-register_backbone(BackboneSpec("cnn", SPACNNConfig, "tiny", SPACNNBackbone, lambda c: c.hidden_sizes[-1]))
+register_backbone(BackboneSpec("cnn", SPACNNConfig, "passt", SPACNNBackbone, lambda c: c.hidden_sizes[-1]))
 register_backbone(
     BackboneSpec("ast", ASTConfig, "ast", ASTBackbone, lambda c: c.hidden_size, ASTBackbone.from_pretrained_ast)
 )

@@ -31,6 +31,7 @@ from transformers import HfArgumentParser, get_scheduler
 
 from modeling_spa import SPAFeatureExtractor, SPAForAudioClassification, compute_omap
 from modeling_spa.data import AudioSetCollator, load_audioset
+from modeling_spa.frontend import frontend_preset
 from modeling_spa.hub_cards import render_model_card
 
 
@@ -39,6 +40,7 @@ class ModelArguments:
     backbone: str = field(default="cnn", metadata={"help": "registered backbone: cnn, ast, ..."})
     audio_config: str | None = field(default=None, metadata={"help": "JSON overrides of the backbone config"})
     pretrained_backbone: str | None = field(default=None, metadata={"help": "backbone checkpoint (e.g. AST id)"})
+    frontend: str | None = field(default=None, metadata={"help": "log-mel preset (default: the backbone's)"})
     init_from: str | None = field(default=None, metadata={"help": "an SPA checkpoint to fine-tune"})
     projection_dim: int = 512
     text_encoder: str = "google-bert/bert-base-uncased"
@@ -123,6 +125,7 @@ def build_model(model_args: ModelArguments, data_args: DataArguments) -> SPAForA
         description_style=model_args.description_style,
         projection_dim=model_args.projection_dim,
         spa_alpha=model_args.spa_alpha,
+        **({"frontend": frontend_preset(model_args.frontend)} if model_args.frontend else {}),
         classification_loss=model_args.classification_loss,
     )
 

@@ -16,10 +16,12 @@ from transformers import (
 )
 
 from modeling_spa import SPAConfig, SPAFeatureExtractor, SPAForAudioClassification, SPAModel
+from modeling_spa.frontend import frontend_preset
 from modeling_spa.label_text import encode_label_descriptions
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-TINY_CNN = {"hidden_sizes": [8, 16], "dropout": 0.0}
+TINY_CNN = {"hidden_sizes": [8, 16], "num_mel_bins": 64, "dropout": 0.0}
+TINY_FRONTEND = frontend_preset("tiny")  # 16 kHz, 64 mel: small and fast; the default is the paper's (PaSST's)
 TINY_AST = ASTConfig(
     hidden_size=32,
     num_hidden_layers=1,
@@ -42,7 +44,14 @@ def mids(ontology, mid_of):
 def cnn_model(mids, ontology):
     torch.manual_seed(0)
     model = SPAForAudioClassification.from_backbone(
-        "cnn", TINY_CNN, label_mids=mids, ontology=ontology, text_encoder=MINILM, projection_dim=16, spa_alpha=0.5
+        "cnn",
+        TINY_CNN,
+        label_mids=mids,
+        ontology=ontology,
+        text_encoder=MINILM,
+        projection_dim=16,
+        spa_alpha=0.5,
+        frontend=TINY_FRONTEND,
     )
     return model.eval()
 
@@ -242,7 +251,20 @@ def test_config_validation():
         SPAConfig(backbone="resnet")
     with pytest.raises(ValueError, match="description_style"):
         SPAConfig(description_style="poem")
-    with pytest.raises(ValueError, match="num_mel_bins=64"):
-        SPAConfig(backbone="cnn", frontend={**SPAConfig().frontend, "n_mels": 128})
+    with pytest.raises(ValueError, match="num_mel_bins=128"):
+        SPAConfig(backbone="cnn", frontend=TINY_FRONTEND)
+
+
+def test_defaults_are_the_papers():
+    config = SPAConfig()
+    frontend = config.frontend
+    assert (frontend["sampling_rate"], frontend["n_mels"], frontend["win_length"], frontend["hop_length"]) == (
+        32000,
+        128,
+        800,
+        320,
+    )
+    assert config.description_style == "concat" and config.text_encoder == "google-bert/bert-base-uncased"
+    assert config.problem_type == "multi_label_classification"
     with pytest.raises(ValueError, match="max_frames"):
         SPAConfig(backbone="ast", audio_config=TINY_AST.to_dict(), frontend={**SPAConfig(backbone="ast").frontend})
