@@ -1,0 +1,79 @@
+import importlib.util
+import io
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import soundfile
+
+from modeling_spa.data import AudioSetCollator, BadAudioError, LabelEncoder, decode_audio, load_audioset
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, ontology):
+    spec = importlib.util.spec_from_file_location("build_demo_dataset", REPO / "recipes" / "build_demo_dataset.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["build_demo_dataset"] = module
+    spec.loader.exec_module(module)
+    root = tmp_path_factory.mktemp("tiny")
+    built = module.build_demo_dataset(root / "parquet", 6, 2, 2, duration_s=0.5, ontology=ontology, speech=False)
+    return root, built
+
+
+@pytest.mark.parametrize("layout", ["parquet", "save_to_disk", "parquet_file"])
+def test_load_audioset_keeps_audio_undecoded(tiny, layout):
+    root, built = tiny
+    if layout == "save_to_disk":
+        built.save_to_disk(str(root / "disk"))
+        source = str(root / "disk")
+    elif layout == "parquet_file":
+        source = str(next((root / "parquet" / "data").glob("train-*.parquet")))
+    else:
+        source = str(root / "parquet")
+    train = load_audioset(source, "train")
+    assert isinstance(train.features["audio"], datasets.Audio) and not train.features["audio"].decode
+    assert train[0]["video_id"] == built["train"][0]["video_id"]
+    assert train[0]["audio"]["bytes"] == built["train"][0]["audio"]["bytes"]
+
+
+def test_decode_resamples_and_mixes_to_mono():
+    rate = 44100
+    t = np.arange(rate) / rate
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 440 * t)], axis=1) * 0.5
+    buffer = io.BytesIO()
+    soundfile.write(buffer, stereo, rate, format="FLAC")
+    wave = decode_audio({"bytes": buffer.getvalue(), "path": "x.flac"}, 16000, "clip-1")
+    assert wave.dtype == np.float32 and wave.ndim == 1 and abs(len(wave) - 16000) <= 1
+    peak_hz = np.argmax(np.abs(np.fft.rfft(wave))) * 16000 / len(wave)
+    assert abs(peak_hz - 440) < 2
+
+
+@pytest.mark.parametrize(
+    ("audio", "reason"),
+    [({"bytes": b"garbage", "path": None}, "unreadable"), ({"bytes": None, "path": None}, "no audio")],
+)
+def test_decode_names_the_clip(audio, reason):
+    with pytest.raises(BadAudioError, match=f"clip yt-42: {reason}"):
+        decode_audio(audio, 16000, "yt-42")
+
+
+def test_label_encoder(ontology):
+    encode = LabelEncoder(ontology.label_mids[:5])
+    np.testing.assert_array_equal(encode([ontology.label_mids[3], ontology.label_mids[0]]), [1, 0, 0, 1, 0])
+    with pytest.raises(ValueError, match=r"clip v1: labels \['/m/nope'\]"):
+        encode(["/m/nope"], "v1")
+
+
+def test_collator_pads_masks_and_reports_skips(tiny):
+    _, built = tiny
+    rows = [built["train"][0], {**built["train"][1], "audio": {"bytes": b"x", "path": None}}, built["train"][2]]
+    mids = sorted({mid for row in built["train"] for mid in row["labels"]})
+    batch = AudioSetCollator(16000, mids, max_length_s=1.0)(rows)
+    assert batch["input_values"].shape == (2, 16000) and batch["labels"].shape == (2, len(mids))
+    assert batch["attention_mask"][:, :8000].all() and not batch["attention_mask"][:, 8000:].any()  # 0.5 s clips
+    assert [clip for clip, _ in batch["skipped"]] == [built["train"][1]["video_id"]]
+    assert batch["clip_ids"] == [built["train"][0]["video_id"], built["train"][2]["video_id"]]
