@@ -73,8 +73,11 @@ class SPACNNBackbone(nn.Module):
         hidden = hidden.mean(dim=3)  # (B, C, frames')
         if frame_mask is None:
             return self.dropout(hidden.mean(dim=2) + hidden.amax(dim=2))
-        # Frames that are only padding must not enter the time pooling.
-        mask = nn.functional.adaptive_max_pool1d(frame_mask[:, None].float(), hidden.shape[2]) > 0
+        # Frames that are only padding must not enter the time pooling: pool the mask as each block pools time.
+        mask = frame_mask[:, None].float()
+        for _ in self.blocks:
+            mask = nn.functional.max_pool1d(mask, 2, ceil_mode=True)
+        mask = mask > 0
         mean = (hidden * mask).sum(dim=2) / mask.sum(dim=2).clamp_min(1)
         peak = hidden.masked_fill(~mask, torch.finfo(hidden.dtype).min).amax(dim=2)
         return self.dropout(mean + peak)

@@ -16,15 +16,25 @@ import torch
 from .data import BadAudioError, decode_audio
 
 
-def tag_file(path: str, model, extractor, top_k: int) -> list[dict]:
-    """The `top_k` labels of one file: label, mid, sigmoid score and ontology path, best first."""
+def tag_file(path: str, model, extractor, top_k: int, windows_per_batch: int = 16) -> list[dict]:
+    """The `top_k` labels of one file: label, mid, sigmoid score and ontology path, best first.
+
+    Windows of the extractor's clip length are scored in batches; their mean is weighted by real length, so a
+    short tail window counts for what it holds.
+    """
     wave = decode_audio({"path": path}, extractor.sampling_rate, clip_id=path)
     window = int(extractor.max_length_s * extractor.sampling_rate) if extractor.max_length_s else len(wave)
-    windows = [wave[start : start + window] for start in range(0, len(wave), window)] or [wave]
-    inputs = extractor(windows, sampling_rate=extractor.sampling_rate, padding="longest", return_tensors="pt")
-    with torch.inference_mode():
-        logits = model(**inputs.to(model.device)).logits
-    scores = logits.float().sigmoid().mean(dim=0).cpu().numpy()
+    windows = [wave[start : start + window] for start in range(0, len(wave), window)]
+    total, scores = 0.0, 0.0
+    for first in range(0, len(windows), windows_per_batch):
+        chunk = windows[first : first + windows_per_batch]
+        inputs = extractor(chunk, sampling_rate=extractor.sampling_rate, padding="longest", return_tensors="pt")
+        with torch.inference_mode():
+            probabilities = model(**inputs.to(model.device)).logits.float().sigmoid().cpu().numpy()
+        lengths = np.array([len(w) for w in chunk], dtype=np.float64)
+        scores = scores + (probabilities * lengths[:, None]).sum(axis=0)
+        total += lengths.sum()
+    scores = scores / total
     config = model.config
     paths = config.label_paths or [""] * config.num_labels
     mids = config.label_mids or [""] * config.num_labels
@@ -52,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.files:
         try:
             labels = tag_file(path, model, extractor, args.top_k)
-        except BadAudioError as err:
-            print(f"error: {err}", file=sys.stderr)
+        except (BadAudioError, ValueError) as err:  # unreadable, or too short for one analysis frame
+            print(f"error: {err if isinstance(err, BadAudioError) else f'{path}: {err}'}", file=sys.stderr)
             failed += 1
             continue
         if args.json:

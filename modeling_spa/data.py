@@ -97,10 +97,12 @@ class LabelEncoder:
 
 @dataclass
 class AudioSetCollator:
-    """Decode, crop/pad and label a list of AudioSet rows; bad clips are dropped and listed in `skipped`
-    as (clip id, reason) pairs.
+    """Decode, crop/pad and label a list of AudioSet rows.
 
-    Training crops a random `max_length_s` window from longer clips; evaluation takes the start.
+    A bad clip becomes a silent placeholder row with `valid` False (and is listed in `skipped` as a (clip id,
+    reason) pair) rather than being dropped: batches keep their size, so processes under DDP stay in step.
+    Training crops a random `max_length_s` window from longer clips (a generator per DataLoader worker);
+    evaluation takes the start.
     """
 
     sampling_rate: int
@@ -112,7 +114,13 @@ class AudioSetCollator:
     def __post_init__(self):
         self.encode_labels = LabelEncoder(self.label_mids)
         self.max_samples = int(round(self.max_length_s * self.sampling_rate))
-        self.rng = np.random.default_rng(self.seed)
+        self.rng, self._worker_seed = np.random.default_rng(self.seed), None
+
+    def _reseed_in_worker(self) -> None:
+        # Workers start with copies of one generator: give each its own, from the seed torch derives for it.
+        info = torch.utils.data.get_worker_info()
+        if info is not None and info.seed != self._worker_seed:
+            self.rng, self._worker_seed = np.random.default_rng([self.seed, info.seed]), info.seed
 
     def _crop(self, wave: np.ndarray) -> np.ndarray:
         if len(wave) <= self.max_samples:
@@ -121,28 +129,28 @@ class AudioSetCollator:
         return wave[start : start + self.max_samples]
 
     def __call__(self, rows: list[dict]) -> dict:
-        waves, targets, ids, skipped = [], [], [], []
-        for row in rows:
+        self._reseed_in_worker()
+        values = np.zeros((len(rows), self.max_samples), dtype=np.float32)
+        mask = np.ones((len(rows), self.max_samples), dtype=np.int64)  # placeholders: full-length silence
+        targets = np.zeros((len(rows), len(self.label_mids)), dtype=np.float32)
+        valid, ids, skipped = np.ones(len(rows), dtype=bool), [], []
+        for i, row in enumerate(rows):
             clip_id = str(row.get("video_id", "?"))
-            target = self.encode_labels(row["labels"], clip_id)  # a label error is a data error: raise
+            ids.append(clip_id)
+            targets[i] = self.encode_labels(row["labels"], clip_id)  # a label error is a data error: raise
             try:
-                waves.append(self._crop(decode_audio(row["audio"], self.sampling_rate, clip_id)))
+                wave = self._crop(decode_audio(row["audio"], self.sampling_rate, clip_id))
             except BadAudioError as err:
                 skipped.append((clip_id, err.reason))
+                valid[i] = False
                 continue
-            targets.append(target)
-            ids.append(clip_id)
-        values = np.zeros((len(waves), self.max_samples), dtype=np.float32)
-        mask = np.zeros((len(waves), self.max_samples), dtype=np.int64)
-        for i, wave in enumerate(waves):
             values[i, : len(wave)] = wave
-            mask[i, : len(wave)] = 1
+            mask[i, len(wave) :] = 0
         return {
             "input_values": torch.from_numpy(values),
             "attention_mask": torch.from_numpy(mask),
-            "labels": torch.from_numpy(
-                np.stack(targets) if targets else np.zeros((0, len(self.label_mids)), np.float32)
-            ),
+            "labels": torch.from_numpy(targets),
+            "valid": torch.from_numpy(valid),
             "clip_ids": ids,
             "skipped": skipped,
         }

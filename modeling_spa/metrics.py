@@ -64,6 +64,10 @@ def check_distances(distances: Any, num_classes: int) -> np.ndarray:
         raise ValueError("distances must be finite, non-negative integers (graph hop counts).")
     if (np.diag(d) != 0).any():
         raise ValueError(f"distances must have a zero diagonal; class {int(np.flatnonzero(np.diag(d))[0])} does not.")
+    off_diagonal_zero = (d == 0) & ~np.eye(num_classes, dtype=bool)
+    if off_diagonal_zero.any():
+        i, j = np.argwhere(off_diagonal_zero)[0]
+        raise ValueError(f"distances between different classes must be >= 1; classes {i} and {j} are at 0.")
     if d.max() > 255:
         raise ValueError(f"distances up to 255 are supported, got {int(d.max())}.")
     return d.astype(np.int64)

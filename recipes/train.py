@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +93,11 @@ class TrainArguments:
 def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, TrainArguments]:
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainArguments))
     if argv and argv[0].endswith((".yaml", ".yml")):
-        parser.set_defaults(**yaml.safe_load(Path(argv[0]).read_text()))
+        values = yaml.safe_load(Path(argv[0]).read_text()) or {}
+        known = {f.name for cls in (ModelArguments, DataArguments, TrainArguments) for f in fields(cls)}
+        if unknown := sorted(set(values) - known):
+            raise ValueError(f"{argv[0]}: unknown keys {unknown}; see `python recipes/train.py --help`.")
+        parser.set_defaults(**values)
         argv = argv[1:]
     return parser.parse_args_into_dataclasses(argv, look_for_args_file=False)
 
@@ -109,6 +114,13 @@ def class_mids(data_args: DataArguments) -> list[str] | None:
 
 
 def build_model(model_args: ModelArguments, data_args: DataArguments) -> SPAForAudioClassification:
+    model = new_model(model_args, data_args)
+    # At α = 0, p_t takes no part in the loss: frozen, it is out of the optimizer and DDP waits for no gradient.
+    model.text_projection.requires_grad_(model.config.spa_alpha > 0)
+    return model
+
+
+def new_model(model_args: ModelArguments, data_args: DataArguments) -> SPAForAudioClassification:
     if model_args.init_from:
         model = SPAForAudioClassification.from_pretrained(model_args.init_from)
         model.config.spa_alpha = model_args.spa_alpha
@@ -128,6 +140,17 @@ def build_model(model_args: ModelArguments, data_args: DataArguments) -> SPAForA
         **({"frontend": frontend_preset(model_args.frontend)} if model_args.frontend else {}),
         classification_loss=model_args.classification_loss,
     )
+
+
+def load_split(data_args: DataArguments, split: str):
+    try:
+        return load_audioset(data_args.dataset, split, data_args.dataset_config)
+    except (ValueError, KeyError) as err:
+        raise ValueError(
+            f"{data_args.dataset}: cannot load split {split!r} ({err}). Choose splits with --train_split, "
+            "--eval_split and --test_split (agkphysics/AudioSet has only train and test: --eval_split test "
+            "--test_split '')."
+        ) from err
 
 
 def make_loader(dataset, model, data_args, batch_size: int, train: bool, seed: int) -> DataLoader:
@@ -156,7 +179,11 @@ def make_loader(dataset, model, data_args, batch_size: int, train: bool, seed: i
 
 
 def checkpoint_dirs(output_dir: Path) -> list[Path]:
-    found = [p for p in (output_dir / "checkpoints").glob("step_*") if (p / "trainer_state.json").is_file()]
+    found = [
+        p
+        for p in (output_dir / "checkpoints").glob("step_*")
+        if re.fullmatch(r"step_\d+", p.name) and (p / "trainer_state.json").is_file()
+    ]
     return sorted(found, key=lambda p: int(p.name.split("_")[1]))
 
 
@@ -165,11 +192,12 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: dict, kee
     final = output_dir / "checkpoints" / f"step_{state['completed_steps']}"
     partial = final.with_name(final.name + ".partial")
     accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()  # every process has written its RNG state before the folder is renamed
     if accelerator.is_main_process:
         (partial / "trainer_state.json").write_text(json.dumps(state, indent=2))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
-        for old in checkpoint_dirs(output_dir)[:-keep]:
+        for old in checkpoint_dirs(output_dir)[: -max(keep, 1)]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
 
@@ -197,9 +225,10 @@ def evaluate(accelerator: Accelerator, model, loader: DataLoader, distances: np.
     for batch in tqdm(loader, desc="eval", disable=not accelerator.is_local_main_process, leave=False):
         skipped += batch["skipped"]
         logits = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"]).logits
-        batch_scores, batch_labels = accelerator.gather_for_metrics((logits.float().sigmoid(), batch["labels"]))
-        scores.append(batch_scores.cpu().numpy())
-        labels.append(batch_labels.cpu().numpy())
+        gathered = accelerator.gather_for_metrics((logits.float().sigmoid(), batch["labels"], batch["valid"]))
+        batch_scores, batch_labels, valid = (t.cpu().numpy() for t in gathered)
+        scores.append(batch_scores[valid])  # placeholders of bad clips are dropped after the gather
+        labels.append(batch_labels[valid])
     skipped = len({clip for clip, _ in gather_object(skipped)})  # unique: DDP repeats clips to even out batches
     model.train()
     result = compute_omap(np.concatenate(labels).round(), np.concatenate(scores), distances)
@@ -270,20 +299,21 @@ def train_epoch(accelerator, model, optimizer, scheduler, loader, state: dict, a
     for batch in loader:
         state["batches_in_epoch"] += 1
         skipped += batch["skipped"]
-        if len(batch["labels"]) == 0:
-            continue
+        valid = batch["valid"]
+        # A batch of only bad clips still steps, with zero loss: every process must run the same collectives.
+        rows = valid if valid.any() else torch.ones_like(valid)
         with accelerator.accumulate(model):
-            output = model(batch["input_values"], batch["attention_mask"], labels=batch["labels"])
-            accelerator.backward(output.loss)
+            output = model(batch["input_values"][rows], batch["attention_mask"][rows], labels=batch["labels"][rows])
+            accelerator.backward(output.loss * valid.any())
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
         for name in LOSS_PARTS:
-            if getattr(output, name) is not None:
+            if getattr(output, name) is not None and valid.any():
                 sums[name] = sums.get(name, 0.0) + getattr(output, name).detach()
-        batches += 1
+        batches += int(valid.any())
         if not accelerator.sync_gradients:
             continue
         state["completed_steps"] += 1
@@ -317,7 +347,7 @@ def main(argv: list[str] | None = None) -> dict:
         sampling_rate=model.config.frontend["sampling_rate"], max_length_s=data_args.max_length_s
     )
     data = {
-        split: load_audioset(data_args.dataset, split, data_args.dataset_config)
+        split: load_split(data_args, split)
         for split in (data_args.train_split, data_args.eval_split, data_args.test_split)
         if split
     }
@@ -332,15 +362,17 @@ def main(argv: list[str] | None = None) -> dict:
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=args.learning_rate, weight_decay=args.weight_decay
     )
-    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)  # per process, once sharded
     total_steps = args.max_steps or args.num_epochs * steps_per_epoch
+    # A prepared scheduler steps once per process for every optimizer step (accelerate's convention).
     scheduler = get_scheduler(
         args.lr_scheduler,
         optimizer,
-        num_warmup_steps=int(args.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
+        num_warmup_steps=int(args.warmup_ratio * total_steps) * accelerator.num_processes,
+        num_training_steps=total_steps * accelerator.num_processes,
     )
-    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    scheduler = accelerator.prepare(scheduler)
     eval_loaders = {split: accelerator.prepare(loader) for split, loader in eval_loaders.items()}
     if args.report_to != "none":
         accelerator.init_trackers(output_dir.name, config={**asdict(model_args), **asdict(data_args), **asdict(args)})

@@ -1,6 +1,7 @@
 """Shared fixtures. The real AudioSet files come from ../shared/audioset unless the environment names them."""
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,13 @@ if (SHARED / "ontology.json").is_file():
     os.environ.setdefault("SPA_ONTOLOGY", str(SHARED / "ontology.json"))
     os.environ.setdefault("SPA_CLASS_LABELS", str(SHARED / "class_labels_indices.csv"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def free_port() -> str:
+    """A port nothing listens on, for torch.distributed's rendezvous (29500 may be taken by another run)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

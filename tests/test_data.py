@@ -73,7 +73,10 @@ def test_collator_pads_masks_and_reports_skips(tiny):
     rows = [built["train"][0], {**built["train"][1], "audio": {"bytes": b"x", "path": None}}, built["train"][2]]
     mids = sorted({mid for row in built["train"] for mid in row["labels"]})
     batch = AudioSetCollator(16000, mids, max_length_s=1.0)(rows)
-    assert batch["input_values"].shape == (2, 16000) and batch["labels"].shape == (2, len(mids))
-    assert batch["attention_mask"][:, :8000].all() and not batch["attention_mask"][:, 8000:].any()  # 0.5 s clips
+    assert batch["input_values"].shape == (3, 16000) and batch["labels"].shape == (3, len(mids))
+    assert batch["valid"].tolist() == [True, False, True]  # the bad clip keeps its place: DDP batches stay even
+    real = batch["attention_mask"][[0, 2]]
+    assert real[:, :8000].all() and not real[:, 8000:].any()  # 0.5 s clips
+    assert not batch["input_values"][1].any()  # silence; the row is masked out of losses and metrics
     assert [clip for clip, _ in batch["skipped"]] == [built["train"][1]["video_id"]]
-    assert batch["clip_ids"] == [built["train"][0]["video_id"], built["train"][2]["video_id"]]
+    assert batch["clip_ids"] == [row["video_id"] for row in rows]

@@ -7,6 +7,7 @@ from pathlib import Path
 import evaluate
 import numpy as np
 import pytest
+from conftest import free_port
 
 from modeling_spa.metrics import compute_omap
 from modeling_spa.omap_module import install_omap_metric
@@ -77,6 +78,8 @@ def test_two_process_accelerate_gathers_then_computes(tmp_path):
         "2",
         "--num_machines",
         "1",
+        "--main_process_port",
+        free_port(),
         "--mixed_precision",
         "no",
         "--dynamo_backend",

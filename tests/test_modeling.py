@@ -125,6 +125,12 @@ def test_masked_padding_does_not_depend_on_its_length(cnn_model):
 
     short, long = pooled(8000), pooled(40000)
     torch.testing.assert_close(long, short, rtol=1e-5, atol=1e-6)
+    for total in (16000, 32000, 48000):  # a length that is no multiple of the CNN's 16-frame pooling
+        clip = torch.cat([wave[:, :9800], torch.zeros(1, total - 9800)], dim=1)
+        mask = (torch.arange(total) < 9800).long()[None]
+        if total == 16000:
+            first = cnn_model.spa(clip, mask).pooled_output
+        torch.testing.assert_close(cnn_model.spa(clip, mask).pooled_output, first, rtol=1e-5, atol=1e-6)
     assert (pooled(40000, masked=False) - short).norm() > 0.05 * short.norm()
 
 
@@ -244,6 +250,11 @@ def test_ast_backbone_round_trip_and_lora(mids, ontology, batch, tmp_path):
     lora.train()
     lora(waves, mask, labels=labels).loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in lora.named_parameters() if "lora_B" in n)
+
+
+def test_cnn_cannot_load_pretrained_weights(mids, ontology):
+    with pytest.raises(ValueError, match="'cnn' backbone cannot load pretrained weights"):
+        SPAForAudioClassification.from_backbone("cnn", label_mids=mids, ontology=ontology, pretrained_backbone="x")
 
 
 def test_config_validation():

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from conftest import free_port
 from safetensors.torch import load_file
 from transformers import AutoModel
 
@@ -45,7 +46,7 @@ def with_rows(split: datasets.Dataset, rows: list[dict]) -> datasets.Dataset:
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory, ontology):
-    """24/8/8 one-second clips of 7 classes, plus four broken clips in the train split."""
+    """24/8/8 one-second clips of 7 classes, plus four broken clips in the train split and one in validation."""
     root = tmp_path_factory.mktemp("data")
     build = load_recipe("build_demo_dataset").build_demo_dataset
     data = build(root / "clean", 24, 8, 8, duration_s=1.0, class_names=CLASSES, ontology=ontology, speech=False)
@@ -64,8 +65,8 @@ def dataset_dir(tmp_path_factory, ontology):
     out = root / "with_bad"
     (out / "data").mkdir(parents=True)
     with_rows(data["train"], rows).to_parquet(str(out / "data" / "train-00000-of-00001.parquet"))
-    for split in ("validation", "test"):
-        data[split].to_parquet(str(out / "data" / f"{split}-00000-of-00001.parquet"))
+    with_rows(data["validation"], rows[:1]).to_parquet(str(out / "data" / "validation-00000-of-00001.parquet"))
+    data["test"].to_parquet(str(out / "data" / "test-00000-of-00001.parquet"))
     (out / "classes.json").write_text((root / "clean" / "classes.json").read_text())
     return out
 
@@ -133,6 +134,7 @@ def test_bad_clips_are_skipped_counted_and_named(trained):
     out, done = trained
     history = json.loads((out / "history.json").read_text())
     assert [epoch["train_skipped_clips"] for epoch in history] == [4, 4, 4]
+    assert [epoch["eval_skipped_clips"] for epoch in history] == [1, 1, 1]
     for name in ("synth_bad_unreadable", "synth_bad_empty", "synth_bad_nan", "synth_bad_truncated"):
         assert name in done.stdout
     assert history[-1]["eval_map"] > 0
@@ -176,14 +178,25 @@ def test_unknown_label_is_an_error_naming_it(dataset_dir, tmp_path):
     assert "clip synth_odd_label" in done.stderr and "/m/09x0r" in done.stderr
 
 
-def test_two_processes(dataset_dir, tmp_path):
+@pytest.mark.parametrize("alpha", ["0", "0.3"])  # at 0, p_t gets no gradient: DDP must not wait for one
+def test_two_processes(dataset_dir, tmp_path, alpha):
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
-    done = run(command + train_command(dataset_dir, tmp_path / "ddp", "--num_epochs", "1")[1:], REPO)
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", free_port()]  # fmt: skip
+    extra = ("--num_epochs", "2", "--spa_alpha", alpha)
+    done = run(command + train_command(dataset_dir, tmp_path / "ddp", *extra)[1:], REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     history = json.loads((tmp_path / "ddp" / "history.json").read_text())
-    assert history[0]["train_skipped_clips"] == 4  # counted over both processes
+    assert [epoch["train_skipped_clips"] for epoch in history] == [4, 4]  # unique over both processes
+    assert history[0]["eval_skipped_clips"] == 1
     assert json.loads((tmp_path / "ddp" / "model" / "eval_results.json").read_text())["test"]["map"] > 0
+
+
+def test_unknown_yaml_key_is_named(tmp_path):
+    config = tmp_path / "typo.yaml"
+    config.write_text("learning_rte: 3.0e-3\nbatch_size: 4\n")
+    with pytest.raises(ValueError, match=r"unknown keys \['learning_rte'\]"):
+        load_recipe("train").parse_arguments([str(config)])
 
 
 def test_push_to_hub_uploads_the_folder(monkeypatch, tmp_path):
@@ -209,11 +222,13 @@ def test_spa_tag_on_mp3_and_corrupt_files(trained, dataset_dir, tmp_path):
     stereo_44k = np.repeat(np.interp(np.arange(0, len(wave), rate / 44100), np.arange(len(wave)), wave)[:, None], 2, 1)
     soundfile.write(tmp_path / "clip.mp3", stereo_44k.astype(np.float32), 44100, format="MP3")
     (tmp_path / "broken.ogg").write_bytes(b"OggS" + bytes(64))
+    soundfile.write(tmp_path / "tiny.wav", np.zeros(100, dtype=np.float32), 16000)  # shorter than one frame
     command = [sys.executable, "-m", "modeling_spa.cli", str(tmp_path / "clip.mp3"), str(tmp_path / "broken.ogg"),
+               str(tmp_path / "tiny.wav"),
                "--model", str(out / "model"), "--top-k", "3", "--json"]  # fmt: skip
     done = run(command, tmp_path)
     assert done.returncode == 1  # one file could not be read
-    assert "broken.ogg" in done.stderr
+    assert "broken.ogg" in done.stderr and "tiny.wav" in done.stderr
     tagged = json.loads(done.stdout.strip().splitlines()[-1])
     assert tagged["file"].endswith("clip.mp3") and len(tagged["labels"]) == 3
     top = tagged["labels"][0]
