@@ -170,7 +170,8 @@ def make_loader(dataset, model, data_args, batch_size: int, train: bool, seed: i
         persistent_workers=data_args.num_workers > 0,
         drop_last=False,
         # Its own generator: starting an epoch then never draws from the global RNG that dropout uses, so a
-        # resumed run (whose RNG state comes from the checkpoint) continues exactly like an uninterrupted one.
+        # resumed run (whose RNG state comes from the checkpoint) continues exactly like an uninterrupted one
+        # (random crop offsets excepted: the collator's generators are not checkpointed).
         generator=torch.Generator().manual_seed(seed),
     )
 
