@@ -7,8 +7,8 @@ from transformers.configuration_utils import SubConfigSpec
 
 from .backbones import BACKBONES, backbone_spec
 from .frontend import frontend_preset
+from .ontology import DEFAULT_PROMPT, DESCRIPTION_STYLES
 
-DESCRIPTION_STYLES = ("direct", "prompt", "desc", "concat")
 CLASSIFICATION_LOSSES = ("obce", "bce")
 
 
@@ -51,7 +51,7 @@ class SPAConfig(PreTrainedConfig):
     text_encoder_revision: str | None = None
     text_pooling: str = "mean"
     description_style: str = "concat"
-    prompt_template: str = "the sound of {label}"
+    prompt_template: str = DEFAULT_PROMPT
     spa_alpha: float = 0.3
     classification_loss: str = "obce"
 

@@ -16,6 +16,7 @@ from .backbones import backbone_spec
 from .configuration_spa import SPAConfig
 from .frontend import LogMelFrontend
 from .losses import obce_loss, spa_alignment_loss
+from .ontology import DEFAULT_PROMPT, AudioSetOntology
 
 
 @dataclass
@@ -119,7 +120,7 @@ class SPAForAudioClassification(SPAPreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # register_for_auto_class maps one Auto class; AutoModel gets the same class (see the package docstring).
-        auto_map = dict(self.config.auto_map or {}) if hasattr(self.config, "auto_map") else {}
+        auto_map = dict(getattr(self.config, "auto_map", None) or {})
         auto_map["AutoModel"] = f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"
         self.config.auto_map = auto_map
         return super().save_pretrained(save_directory, *args, **kwargs)
@@ -163,7 +164,7 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         text_encoder_revision: str | None = None,
         text_pooling: str = "mean",
         description_style: str = "concat",
-        prompt_template: str = "the sound of {label}",
+        prompt_template: str = DEFAULT_PROMPT,
         **config_kwargs,
     ) -> SPAForAudioClassification:
         """Build a new SPA model: label descriptions from the ontology, embedded once by the frozen text encoder.
@@ -178,7 +179,6 @@ class SPAForAudioClassification(SPAPreTrainedModel):
             config_kwargs: other `SPAConfig` fields (`projection_dim`, `spa_alpha`, `frontend`, ...).
         """
         from .label_text import encode_label_descriptions
-        from .ontology import AudioSetOntology
 
         ontology = ontology if ontology is not None else AudioSetOntology.load()
         mids = list(label_mids) if label_mids is not None else ontology.label_mids

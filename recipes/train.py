@@ -265,6 +265,10 @@ def training_summary(args: TrainArguments) -> str:
     )
 
 
+class HubPushError(RuntimeError):
+    """The push failed; everything was saved locally first."""
+
+
 def push_to_hub(folder: Path, repo_id: str, private: bool) -> str:
     """Upload `folder` to the Hub (token from HF_TOKEN or the login cache); a clear error if that fails."""
     from huggingface_hub import HfApi
@@ -274,7 +278,7 @@ def push_to_hub(folder: Path, repo_id: str, private: bool) -> str:
         api.create_repo(repo_id, private=private, exist_ok=True)
         commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="Upload SPA model")
     except Exception as err:  # offline, no token, no permission: all end the same way for the user
-        raise RuntimeError(
+        raise HubPushError(
             f"Pushing to the Hub as {repo_id!r} failed ({type(err).__name__}: {err}). Everything is saved in "
             f"{folder}; push it later with `huggingface-cli upload {repo_id} {folder}`."
         ) from err
@@ -378,7 +382,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.report_to != "none":
         accelerator.init_trackers(output_dir.name, config={**asdict(model_args), **asdict(data_args), **asdict(args)})
 
-    # batches_in_epoch, not steps: a batch of only broken clips makes no step but is consumed all the same.
+    # Resuming skips batches, not optimizer steps: the two differ under gradient accumulation.
     state = {"epoch": 0, "batches_in_epoch": 0, "completed_steps": 0, "history": []}
     resume = resolve_resume(output_dir, args.resume_from_checkpoint)
     if resume is not None:
@@ -388,10 +392,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     progress = tqdm(total=total_steps, initial=state["completed_steps"], disable=not accelerator.is_local_main_process)
     model.train()
+    last_eval = None  # the eval split's metrics at the current weights, once an epoch has ended in this run
     while state["epoch"] < math.ceil(total_steps / steps_per_epoch) and state["completed_steps"] < total_steps:
         started = time.perf_counter()
         losses, skipped = train_epoch(accelerator, model, optimizer, scheduler, train_loader, state, args, progress)
-        metrics = evaluate(accelerator, model, eval_loaders[data_args.eval_split], distances)
+        metrics = last_eval = evaluate(accelerator, model, eval_loaders[data_args.eval_split], distances)
         summary = {
             "epoch": state["epoch"],
             "step": state["completed_steps"],
@@ -410,7 +415,12 @@ def main(argv: list[str] | None = None) -> dict:
         save_checkpoint(accelerator, output_dir, state, args.keep_checkpoints)
     progress.close()
 
-    results = {split: evaluate(accelerator, model, loader, distances) for split, loader in eval_loaders.items()}
+    # The last epoch already scored the eval split at the final weights; only the other splits are new work.
+    results = {
+        split: last_eval if split == data_args.eval_split and last_eval is not None else
+        evaluate(accelerator, model, loader, distances)
+        for split, loader in eval_loaders.items()
+    }  # fmt: skip
     if accelerator.is_main_process:
         final = save_final(accelerator, model, extractor, args, results, data_args.dataset)
         (output_dir / "history.json").write_text(json.dumps(state["history"], indent=2))
@@ -428,8 +438,6 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     try:
         main()
-    except RuntimeError as err:
-        if "Pushing to the Hub" not in str(err):
-            raise
+    except HubPushError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
