@@ -1,6 +1,6 @@
 """Cost of the SPA objective: training-step time and peak memory with α > 0 against α = 0, same backbone and batch.
 
-    python benchmarks/bench_spa_overhead.py [--backbone cnn|ast-small] [--device cpu|cuda] [--repeats 3]
+    python benchmarks/bench_spa_overhead.py [--backbone demo_cnn|ast-small] [--device cpu|cuda] [--repeats 3]
 
 Each (α, repeat) runs in a fresh subprocess, alternating α, so that peak memory (resident set on the CPU,
 `max_memory_allocated` on a GPU) is measured cleanly; times are the median step of each run, then the median
@@ -19,8 +19,8 @@ import time
 
 SETTINGS = {
     # the demo CNN: batch 32 of 2-s clips at 16 kHz
-    "cnn": {
-        "backbone": "cnn",
+    "demo_cnn": {
+        "backbone": "demo_cnn",
         "audio_config": {"hidden_sizes": [8, 16, 32, 64], "num_mel_bins": 64},
         "frontend": "tiny",
         "batch": 32,
@@ -89,7 +89,7 @@ def child(setting: str, alpha: float, steps: int, device: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", choices=sorted(SETTINGS), default="cnn")
+    parser.add_argument("--backbone", choices=sorted(SETTINGS), default="demo_cnn")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)

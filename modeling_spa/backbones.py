@@ -13,7 +13,7 @@ from torch import nn
 from transformers import ASTConfig, PreTrainedConfig
 
 from .backbone_ast import ASTBackbone
-from .backbone_cnn import SPACNNBackbone, SPACNNConfig
+from .backbone_demo_cnn import DemoCNNBackbone, DemoCNNConfig
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def backbone_spec(name: str) -> BackboneSpec:
     return BACKBONES[name]
 
 
-register_backbone(BackboneSpec("cnn", SPACNNConfig, "passt", SPACNNBackbone, lambda c: c.hidden_sizes[-1]))
+register_backbone(BackboneSpec("demo_cnn", DemoCNNConfig, "tiny", DemoCNNBackbone, lambda c: c.hidden_sizes[-1]))
 register_backbone(
     BackboneSpec("ast", ASTConfig, "ast", ASTBackbone, lambda c: c.hidden_size, ASTBackbone.from_pretrained_ast)
 )

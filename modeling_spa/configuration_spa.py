@@ -15,11 +15,13 @@ CLASSIFICATION_LOSSES = ("obce", "bce")
 class SPAConfig(PreTrainedConfig):
     r"""Configuration of [`SPAForAudioClassification`]: front-end, audio backbone, projections, label text and loss.
 
-    The defaults are the paper's (Liu & Ren, ICASSP 2024): 32 kHz audio, 128-bin log-mel with window 800 and hop
-    320 (PaSST's front-end), `concat` label descriptions encoded by BERT base.
+    The defaults build the paper's setting (Liu & Ren, ICASSP 2024) on the AudioSet-pretrained AST backbone, with
+    AST's own front-end (16 kHz, 128-bin Kaldi fbank, 1024 frames), `concat` label descriptions encoded by BERT
+    base, α = 0.3 and (L_BCE + L_OBCE)/2. `backbone="demo_cnn"` is the small CNN of the offline demo, trained from
+    scratch; it is no backbone of the paper.
 
     Args:
-        backbone (`str`): registered backbone name (`modeling_spa.backbones.BACKBONES`), e.g. `"ast"`, `"cnn"`.
+        backbone (`str`): registered backbone name (`modeling_spa.backbones.BACKBONES`), e.g. `"ast"`, `"demo_cnn"`.
         audio_config (`PreTrainedConfig` or `dict`): the backbone's own configuration (e.g. an `ASTConfig`).
         frontend (`dict`): log-mel front-end settings (see `modeling_spa.frontend.FRONTEND_PRESETS`); defaults to
             the backbone's preset.
@@ -27,8 +29,9 @@ class SPAConfig(PreTrainedConfig):
         text_hidden_size (`int`): V, the size of the cached label-text embeddings.
         label_mids (`list[str]`): AudioSet mids of the C classes, in output order; `id2label` holds their names.
         label_paths (`list[str]`): each class's ontology path ("Human sounds > ... > Male speech"), for display.
-        text_encoder, text_encoder_revision, text_pooling: the frozen encoder that produced the label-text
-            embeddings (recorded for provenance; it is not part of the model).
+        label_text_encoder, label_text_encoder_revision, label_text_pooling: the frozen text encoder that produced
+            the label-text embeddings, recorded for provenance (it is not part of the model). Not named
+            `text_encoder`: `PreTrainedConfig.get_text_config()` reads that attribute as a text sub-config.
         description_style (`str`): `direct`, `prompt`, `desc` or `concat` (paper section 3.1).
         prompt_template (`str`): template of the `prompt` style.
         spa_alpha (`float`): α, the weight of L_SPA; 0 gives the baseline. The default 0.3 was chosen on the demo's
@@ -38,24 +41,29 @@ class SPAConfig(PreTrainedConfig):
     """
 
     model_type = "spa"
-    sub_configs_defaults = {"audio_config": SubConfigSpec(config_class=AutoConfig, model_type="spa_cnn")}
+    sub_configs_defaults = {
+        "audio_config": SubConfigSpec(config_class=AutoConfig, model_type="audio-spectrogram-transformer")
+    }
 
-    backbone: str = "cnn"
+    backbone: str = "ast"
     audio_config: PreTrainedConfig | dict | None = None
     frontend: dict | None = None
     projection_dim: int = 512
     text_hidden_size: int = 768
     label_mids: list[str] | None = None
     label_paths: list[str] | None = None
-    text_encoder: str = "google-bert/bert-base-uncased"
-    text_encoder_revision: str | None = None
-    text_pooling: str = "mean"
+    label_text_encoder: str = "google-bert/bert-base-uncased"
+    label_text_encoder_revision: str | None = None
+    label_text_pooling: str = "mean"
     description_style: str = "concat"
     prompt_template: str = DEFAULT_PROMPT
     spa_alpha: float = 0.3
     classification_loss: str = "obce"
 
     def __post_init__(self, **kwargs):
+        for old in ("text_encoder", "text_encoder_revision", "text_pooling"):  # configs saved before the rename
+            if old in kwargs:
+                setattr(self, f"label_{old}", kwargs.pop(old))
         if self.backbone not in BACKBONES:
             raise ValueError(f"Unknown backbone {self.backbone!r}; registered: {sorted(BACKBONES)}.")
         if self.description_style not in DESCRIPTION_STYLES:

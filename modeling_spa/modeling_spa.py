@@ -155,7 +155,7 @@ class SPAForAudioClassification(SPAPreTrainedModel):
     @classmethod
     def from_backbone(
         cls,
-        backbone: str = "cnn",
+        backbone: str = "ast",
         audio_config: PreTrainedConfig | dict | None = None,
         pretrained_backbone: str | None = None,
         label_mids: Sequence[str] | None = None,
@@ -197,9 +197,9 @@ class SPAForAudioClassification(SPAPreTrainedModel):
             label_names=[ontology.name(mid, "full") for mid in mids],
             label_paths=ontology.descriptions("concat", mids),
             text_hidden_size=text.shape[1],
-            text_encoder=text_encoder,
-            text_encoder_revision=text_encoder_revision,
-            text_pooling=text_pooling,
+            label_text_encoder=text_encoder,
+            label_text_encoder_revision=text_encoder_revision,
+            label_text_pooling=text_pooling,
             description_style=description_style,
             prompt_template=prompt_template,
             **config_kwargs,

@@ -38,7 +38,7 @@ from modeling_spa.hub_cards import render_model_card
 
 @dataclass
 class ModelArguments:
-    backbone: str = field(default="cnn", metadata={"help": "registered backbone: cnn, ast, ..."})
+    backbone: str = field(default="ast", metadata={"help": "registered backbone: ast, demo_cnn, ..."})
     audio_config: str | None = field(default=None, metadata={"help": "JSON overrides of the backbone config"})
     pretrained_backbone: str | None = field(default=None, metadata={"help": "backbone checkpoint (e.g. AST id)"})
     frontend: str | None = field(default=None, metadata={"help": "log-mel preset (default: the backbone's)"})

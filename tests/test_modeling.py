@@ -44,7 +44,7 @@ def mids(ontology, mid_of):
 def cnn_model(mids, ontology):
     torch.manual_seed(0)
     model = SPAForAudioClassification.from_backbone(
-        "cnn",
+        "demo_cnn",
         TINY_CNN,
         label_mids=mids,
         ontology=ontology,
@@ -253,8 +253,8 @@ def test_ast_backbone_round_trip_and_lora(mids, ontology, batch, tmp_path):
 
 
 def test_cnn_cannot_load_pretrained_weights(mids, ontology):
-    with pytest.raises(ValueError, match="'cnn' backbone cannot load pretrained weights"):
-        SPAForAudioClassification.from_backbone("cnn", label_mids=mids, ontology=ontology, pretrained_backbone="x")
+    with pytest.raises(ValueError, match="'demo_cnn' backbone cannot load pretrained weights"):
+        SPAForAudioClassification.from_backbone("demo_cnn", label_mids=mids, ontology=ontology, pretrained_backbone="x")
 
 
 def test_config_validation():
@@ -263,19 +263,21 @@ def test_config_validation():
     with pytest.raises(ValueError, match="description_style"):
         SPAConfig(description_style="poem")
     with pytest.raises(ValueError, match="num_mel_bins=128"):
-        SPAConfig(backbone="cnn", frontend=TINY_FRONTEND)
+        SPAConfig(backbone="demo_cnn", audio_config={"num_mel_bins": 128}, frontend=TINY_FRONTEND)
 
 
-def test_defaults_are_the_papers():
+def test_defaults_are_an_audioset_backbone_with_its_own_frontend():
+    # SPAConfig() must not claim the paper's setting and build the demo CNN: it builds AST, the paper's backbone
+    # that transformers ships, with the front-end its AudioSet checkpoint was trained on.
     config = SPAConfig()
     frontend = config.frontend
-    assert (frontend["sampling_rate"], frontend["n_mels"], frontend["win_length"], frontend["hop_length"]) == (
-        32000,
-        128,
-        800,
-        320,
-    )
-    assert config.description_style == "concat" and config.text_encoder == "google-bert/bert-base-uncased"
+    assert config.backbone == "ast" and config.audio_config.model_type == "audio-spectrogram-transformer"
+    assert (frontend["sampling_rate"], frontend["n_mels"], frontend["max_frames"]) == (16000, 128, 1024)
+    assert config.description_style == "concat" and config.label_text_encoder == "google-bert/bert-base-uncased"
+    assert config.spa_alpha == 0.3 and config.classification_loss == "obce"
     assert config.problem_type == "multi_label_classification"
+    legacy = SPAConfig(text_encoder="x/y", text_pooling="cls")  # config.json written before the rename
+    assert (legacy.label_text_encoder, legacy.label_text_pooling) == ("x/y", "cls")
+    assert legacy.get_text_config() is legacy  # no str where transformers expects a text sub-config
     with pytest.raises(ValueError, match="max_frames"):
         SPAConfig(backbone="ast", audio_config=TINY_AST.to_dict(), frontend={**SPAConfig(backbone="ast").frontend})

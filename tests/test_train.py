@@ -75,7 +75,7 @@ def train_command(dataset_dir: Path, output_dir: Path, *extra: str) -> list[str]
     return [
         sys.executable,
         str(REPO / "recipes" / "train.py"),
-        "--backbone", "cnn",
+        "--backbone", "demo_cnn",
         "--frontend", "tiny",
         "--audio_config", '{"hidden_sizes": [4, 8], "num_mel_bins": 64, "dropout": 0.2}',
         "--projection_dim", "16",

@@ -1,6 +1,7 @@
-"""A small VGG-style CNN over log-mel frames (PANN CNN-style pooling) that trains from scratch on a CPU.
+"""The demo CNN: a small VGG-style CNN over log-mel frames (PANN-style pooling) that trains from scratch on a CPU.
 
-It is the demo backbone: four double-convolution blocks, frequency mean, then mean + max over time (PANNs'
+It is no backbone of the paper (those load AudioSet-pretrained checkpoints); it exists for the offline demo and
+the tests: four double-convolution blocks, frequency mean, then mean + max over time (PANNs'
 clip-level pooling), which gives a `hidden_sizes[-1]`-dim pooled embedding.
 """
 
@@ -11,7 +12,7 @@ from torch import nn
 from transformers import AutoConfig, PreTrainedConfig
 
 
-class SPACNNConfig(PreTrainedConfig):
+class DemoCNNConfig(PreTrainedConfig):
     """Configuration of the small demo CNN.
 
     Args:
@@ -20,9 +21,9 @@ class SPACNNConfig(PreTrainedConfig):
         dropout: dropout on the pooled embedding.
     """
 
-    model_type = "spa_cnn"
+    model_type = "spa_demo_cnn"
 
-    num_mel_bins: int = 128
+    num_mel_bins: int = 64  # the `tiny` front-end
     hidden_sizes: list[int] | tuple[int, ...] = (32, 64, 128, 256)
     dropout: float = 0.1
 
@@ -33,12 +34,12 @@ class SPACNNConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
 
 
-# SPAConfig's sub-config spec names "spa_cnn" as its default type, which transformers resolves through AutoConfig.
-# exist_ok: a checkpoint's remote-code copy of this file may be imported next to the installed package.
-AutoConfig.register(SPACNNConfig.model_type, SPACNNConfig, exist_ok=True)
+# Registered so that AutoConfig resolves the sub-config of saved demo models. exist_ok: a checkpoint's remote-code
+# copy of this file may be imported next to the installed package.
+AutoConfig.register(DemoCNNConfig.model_type, DemoCNNConfig, exist_ok=True)
 
 
-class SPACNNBlock(nn.Module):
+class DemoCNNBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
@@ -54,14 +55,14 @@ class SPACNNBlock(nn.Module):
         return self.pool(hidden)
 
 
-class SPACNNBackbone(nn.Module):
+class DemoCNNBackbone(nn.Module):
     """(B, frames, mels) log-mel + frame mask -> (B, hidden_sizes[-1]) pooled embedding."""
 
-    def __init__(self, config: SPACNNConfig):
+    def __init__(self, config: DemoCNNConfig):
         super().__init__()
         channels = [1, *config.hidden_sizes]
         self.input_norm = nn.BatchNorm2d(config.num_mel_bins)
-        self.blocks = nn.ModuleList(SPACNNBlock(a, b) for a, b in zip(channels[:-1], channels[1:], strict=True))
+        self.blocks = nn.ModuleList(DemoCNNBlock(a, b) for a, b in zip(channels[:-1], channels[1:], strict=True))
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, features: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
