@@ -319,6 +319,15 @@ class LogMelFrontend(nn.Module):
                 self.reset_buffers(device if buffer.is_meta else buffer.device)
                 return
 
+    @property
+    def min_samples(self) -> int:
+        """The shortest clip that fills one analysis window with real audio; shorter clips carry no frame.
+
+        Centred framing would give such a clip a frame made mostly of reflection padding, and Kaldi framing none at
+        all (a clip without frames pools to nothing and poisons a loss with NaN), so both count it as unusable.
+        """
+        return self.win_length + int(bool(self.preemphasis) and not self.preemphasis_per_frame)
+
     def num_frames(self, num_samples: int | torch.Tensor) -> int | torch.Tensor:
         """Frames produced for a clip of `num_samples` samples, before `max_frames` (0 if too short)."""
         if self.preemphasis and not self.preemphasis_per_frame:
