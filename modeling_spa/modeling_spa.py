@@ -16,7 +16,7 @@ from .backbones import backbone_spec
 from .configuration_spa import SPAConfig
 from .frontend import LogMelFrontend
 from .losses import obce_loss, spa_alignment_loss
-from .ontology import DEFAULT_PROMPT, AudioSetOntology
+from .ontology import DEFAULT_PROMPT, AudioSetOntology, check_distinct_descriptions
 
 
 @dataclass
@@ -182,13 +182,14 @@ class SPAForAudioClassification(SPAPreTrainedModel):
 
         ontology = ontology if ontology is not None else AudioSetOntology.load()
         mids = list(label_mids) if label_mids is not None else ontology.label_mids
+        texts = ontology.descriptions(description_style, mids, prompt_template)
+        check_distinct_descriptions(texts, [ontology.name(mid, "full") for mid in mids])  # one text, one target
         spec = backbone_spec(backbone)
         if pretrained_backbone is not None and spec.load_pretrained is None:
             raise ValueError(f"The {backbone!r} backbone cannot load pretrained weights ({pretrained_backbone!r}).")
         if pretrained_backbone is not None:
             pretrained = spec.load_pretrained(pretrained_backbone)
             audio_config = pretrained.config if hasattr(pretrained, "config") else audio_config
-        texts = ontology.descriptions(description_style, mids, prompt_template)
         text = encode_label_descriptions(texts, text_encoder, text_encoder_revision, text_pooling)
         config = SPAConfig(
             backbone=backbone,

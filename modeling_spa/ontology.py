@@ -12,8 +12,8 @@ import functools
 import json
 import os
 import re
-from collections import deque
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ DESCRIPTION_STYLES = ("direct", "prompt", "desc", "concat")
 DEFAULT_PROMPT = "the sound of {label}"
 CONCAT_SEPARATOR = " > "
 _TRAILING_QUALIFIER = re.compile(r"\s*(\([^()]*\))$")
+_LIST_OF_THINGS = re.compile(r"\band\b|\betc\.$")  # "Dishes, pots, and pans", "Bee, wasp, etc."
 
 
 @dataclass(frozen=True)
@@ -39,21 +40,56 @@ class OntologyNode:
     restrictions: tuple[str, ...]
 
 
-def short_name(name: str) -> str:
-    """The first alias of an ontology name, keeping a trailing qualifier in parentheses.
-
-    AudioSet names list synonyms after commas: "Male speech, man speaking" -> "Male speech",
-    "Fire engine, fire truck (siren)" -> "Fire engine (siren)". Commas inside parentheses are not split:
-    "Roaring cats (lions, tigers)" stays whole.
-    """
+def _split_first_alias(name: str) -> tuple[str, str]:
+    """`name` cut at its first comma outside parentheses: (first alias, rest); the rest is "" if none."""
     depth = 0
     for i, char in enumerate(name):
         depth += char == "("
         depth -= char == ")"
         if char == "," and depth == 0:
-            qualifier = _TRAILING_QUALIFIER.search(name[i:])
-            return name[:i] + (f" {qualifier.group(1)}" if qualifier else "")
-    return name
+            return name[:i], name[i + 1 :].strip()
+    return name, ""
+
+
+def short_name(name: str, shared_first_aliases: Collection[str] = ()) -> str:
+    """The first alias of an ontology name, when the rest only lists synonyms; otherwise the whole name.
+
+    AudioSet names list synonyms after commas: "Male speech, man speaking" -> "Male speech",
+    "Fire engine, fire truck (siren)" -> "Fire engine (siren)" (a trailing qualifier in parentheses belongs to
+    the whole name and is kept). Commas inside parentheses do not split: "Roaring cats (lions, tigers)" stays.
+
+    The name stays whole where the part after the first comma is not a synonym:
+    - a qualifier: the first alias is shared with another ontology node (pass `shared_first_aliases`, see
+      `AudioSetOntology.shared_first_aliases`; compared case-insensitively): "Inside, small room",
+      "Inside, large room or hall", "Outside, rural or natural" would all be "Inside" or "Outside";
+    - a list of several things: the rest joins items with "and" or ends with "etc.": "Dishes, pots, and pans",
+      "Bee, wasp, etc.", "Channel, environment and background". This errs on the side of the whole name
+      ("Velcro, hook and loop fastener", not a label, stays whole too).
+    """
+    first, rest = _split_first_alias(name)
+    shared = {alias.casefold() for alias in shared_first_aliases}
+    if not rest or first.casefold() in shared or _LIST_OF_THINGS.search(rest):
+        return name
+    qualifier = _TRAILING_QUALIFIER.search(rest)
+    return first + (f" {qualifier.group(1)}" if qualifier else "")
+
+
+def check_distinct_descriptions(texts: Sequence[str], names: Sequence[str]) -> None:
+    """Raise a ValueError naming the classes (`names`, one per text) that share a description.
+
+    SPA pulls each clip towards the text of its labels: classes with one text would get one target. Texts are
+    compared case- and whitespace-insensitively, as an uncased text encoder (bert-base-uncased) sees them.
+    """
+    classes: dict[str, list[str]] = {}
+    for text, name in zip(texts, names, strict=True):
+        classes.setdefault(" ".join(text.casefold().split()), []).append(name)
+    clashes = [(text, group) for text, group in classes.items() if len(group) > 1]
+    if clashes:
+        shown = "; ".join(f"{text!r} for {' / '.join(map(repr, group))}" for text, group in clashes[:5])
+        raise ValueError(
+            f"{len(clashes)} label description(s) shared by several classes: {shown}. SPA would give those classes"
+            " one text target: use another description style (e.g. 'desc') or name_style='full'."
+        )
 
 
 def _read_nodes(path: Path) -> dict[str, OntologyNode]:
@@ -220,13 +256,28 @@ class AudioSetOntology:
         return matrix
 
     # -- label text ----------------------------------------------------------------------------------------
+    @functools.cached_property
+    def shared_first_aliases(self) -> frozenset[str]:
+        """First aliases (casefolded) that start the names of several nodes, e.g. "inside" and "outside".
+
+        After such an alias the comma introduces a qualifier, not a synonym ("Inside, small room"). A name with
+        no comma is its own first alias, so "Foo, bar" would stay whole beside a node named "Foo".
+        """
+        counts = Counter(_split_first_alias(node.name)[0].casefold() for node in self.nodes.values())
+        return frozenset(alias for alias, count in counts.items() if count > 1)
+
     def name(self, mid: str, name_style: str = "short") -> str:
-        """The ontology name of `mid`: `short` (first alias, see `short_name`) or `full`."""
+        """The ontology name of `mid`: `full`, or `short`, the first alias where the rest lists synonyms.
+
+        `short` is `short_name` with this ontology's `shared_first_aliases`: "Male speech, man speaking" ->
+        "Male speech", while "Inside, small room" and "Dishes, pots, and pans" stay whole. For the 527 AudioSet
+        labels every short name is distinct.
+        """
         self._check_mid(mid)
         if name_style not in ("short", "full"):
             raise ValueError(f"Unknown name_style {name_style!r}; use 'short' or 'full'.")
         full = self.nodes[mid].name
-        return short_name(full) if name_style == "short" else full
+        return short_name(full, self.shared_first_aliases) if name_style == "short" else full
 
     def description(
         self, mid: str, style: str = "concat", prompt_template: str = DEFAULT_PROMPT, name_style: str = "short"
@@ -237,6 +288,9 @@ class AudioSetOntology:
         - `prompt`: `prompt_template` filled with the name, "the sound of Male speech"
         - `desc`: the ontology's description field
         - `concat`: `path_to_top` names joined by " > ", "Human sounds > Human voice > Speech > Male speech"
+
+        For the 527 AudioSet labels every style and name_style gives 527 distinct texts (the ontology's
+        description fields are all distinct too); `check_distinct_descriptions` guards other label sets.
         """
         if style == "direct":
             return self.name(mid, name_style)

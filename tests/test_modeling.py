@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ from transformers import (
 from modeling_spa import SPAConfig, SPAFeatureExtractor, SPAForAudioClassification, SPAModel
 from modeling_spa.frontend import frontend_preset
 from modeling_spa.label_text import encode_label_descriptions
+from modeling_spa.ontology import AudioSetOntology
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 TINY_CNN = {"hidden_sizes": [8, 16], "num_mel_bins": 64, "dropout": 0.0}
@@ -255,6 +257,15 @@ def test_ast_backbone_round_trip_and_lora(mids, ontology, batch, tmp_path):
 def test_cnn_cannot_load_pretrained_weights(mids, ontology):
     with pytest.raises(ValueError, match="'demo_cnn' backbone cannot load pretrained weights"):
         SPAForAudioClassification.from_backbone("demo_cnn", label_mids=mids, ontology=ontology, pretrained_backbone="x")
+
+
+def test_classes_with_one_description_are_refused(ontology, mid_of):
+    # Two classes whose ontology descriptions are equal: the `desc` style would give them one text target.
+    nodes = {mid: ontology.nodes[mid] for mid in (mid_of["Dog"], mid_of["Cat"])}
+    nodes[mid_of["Cat"]] = dataclasses.replace(nodes[mid_of["Cat"]], description=nodes[mid_of["Dog"]].description)
+    twins = AudioSetOntology(nodes, list(nodes), ["Dog", "Cat"])
+    with pytest.raises(ValueError, match=r"shared by several classes: .* for 'Dog' / 'Cat'"):
+        SPAForAudioClassification.from_backbone("cnn", TINY_CNN, ontology=twins, description_style="desc")
 
 
 def test_config_validation():

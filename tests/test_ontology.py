@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from modeling_spa import ontology_files
-from modeling_spa.ontology import DESCRIPTION_STYLES, AudioSetOntology, short_name
+from modeling_spa.ontology import (
+    DESCRIPTION_STYLES,
+    AudioSetOntology,
+    OntologyNode,
+    check_distinct_descriptions,
+    short_name,
+)
 
 
 def test_counts_match_the_real_files(ontology):
@@ -81,14 +87,85 @@ def test_top_level_categories(ontology):
     ("name", "short"),
     [
         ("Male speech, man speaking", "Male speech"),
-        ("Roaring cats (lions, tigers)", "Roaring cats (lions, tigers)"),
-        ("Fire engine, fire truck (siren)", "Fire engine (siren)"),
-        ("Bee, wasp, etc.", "Bee"),
+        ("Roaring cats (lions, tigers)", "Roaring cats (lions, tigers)"),  # commas in parentheses do not split
+        ("Fire engine, fire truck (siren)", "Fire engine (siren)"),  # the qualifier of the whole name is kept
+        ("Hubbub, speech noise, speech babble", "Hubbub"),
+        ("Canidae, dogs, wolves", "Canidae"),
+        ("Boat, Water vehicle", "Boat"),
+        ("Bee, wasp, etc.", "Bee, wasp, etc."),  # lists of several things stay whole
+        ("Dishes, pots, and pans", "Dishes, pots, and pans"),
+        ("Channel, environment and background", "Channel, environment and background"),
         ("Speech", "Speech"),
     ],
 )
 def test_short_name(name, short):
     assert short_name(name) == short
+
+
+def test_a_shared_first_alias_keeps_the_qualifier():
+    assert short_name("Inside, small room") == "Inside"  # alone, the function cannot know "Inside" is shared
+    assert short_name("Inside, small room", {"inside"}) == "Inside, small room"
+    assert short_name("INSIDE, small room", ["Inside"]) == "INSIDE, small room"
+
+
+def test_ontology_short_names(ontology, mid_of):
+    assert ontology.shared_first_aliases == {"inside", "outside"}
+    changed = {n: ontology.name(mid_of[n]) for n in mid_of if ontology.name(mid_of[n]) != n}
+    assert len(changed) == 67  # of the 75 label names with a comma outside parentheses
+    assert changed["Male speech, man speaking"] == "Male speech" and changed["Cattle, bovinae"] == "Cattle"
+    kept = {n for n in mid_of if "," in n.split("(")[0]} - set(changed)
+    assert kept == {
+        "Inside, small room",
+        "Inside, large room or hall",
+        "Inside, public space",
+        "Outside, urban or manmade",
+        "Outside, rural or natural",
+        "Dishes, pots, and pans",
+        "Bee, wasp, etc.",
+    }
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Inside, small room",
+        "Inside, large room or hall",
+        "Inside, public space",
+        "Outside, urban or manmade",
+        "Outside, rural or natural",
+    ],
+)
+def test_inside_and_outside_keep_their_qualifier(ontology, mid_of, name):
+    mid = mid_of[name]
+    assert ontology.description(mid, "direct") == name
+    assert ontology.description(mid, "prompt") == f"the sound of {name}"
+    assert ontology.description(mid, "concat") == f"Channel, environment and background > Acoustic environment > {name}"
+
+
+@pytest.mark.parametrize("name_style", ["short", "full"])
+@pytest.mark.parametrize("style", DESCRIPTION_STYLES)
+def test_every_label_gets_its_own_description(ontology, style, name_style):
+    texts = ontology.descriptions(style, name_style=name_style)
+    assert len({" ".join(t.casefold().split()) for t in texts}) == len(ontology.label_mids) == 527
+    check_distinct_descriptions(texts, ontology.label_names)
+
+
+def test_shared_descriptions_are_refused_with_the_classes_named():
+    with pytest.raises(ValueError, match=r"'inside' for 'Inside, small room' / 'Inside, public space'.*name_style"):
+        check_distinct_descriptions(
+            ["Inside", "Speech", "inside "], ["Inside, small room", "Speech", "Inside, public space"]
+        )
+    check_distinct_descriptions(["Inside, small room", "Inside, public space"], ["a", "b"])
+
+
+def test_a_shared_first_alias_in_a_small_ontology():
+    def node(mid, name):
+        return OntologyNode(mid, name, "", (), (), ())
+
+    nodes = {"/m/a": node("/m/a", "Bell"), "/m/b": node("/m/b", "Bell, church"), "/m/c": node("/m/c", "Horn, hooter")}
+    small = AudioSetOntology(nodes, list(nodes), [n.name for n in nodes.values()])
+    assert small.shared_first_aliases == {"bell"}
+    assert small.descriptions("direct") == ["Bell", "Bell, church", "Horn"]
 
 
 def test_bad_input_is_named(ontology):
