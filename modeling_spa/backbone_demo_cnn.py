@@ -81,4 +81,6 @@ class DemoCNNBackbone(nn.Module):
         mask = mask > 0
         mean = (hidden * mask).sum(dim=2) / mask.sum(dim=2).clamp_min(1)
         peak = hidden.masked_fill(~mask, torch.finfo(hidden.dtype).min).amax(dim=2)
+        # A clip without a single real frame (shorter than one window) pools to zeros, not to -3.4e38.
+        peak = torch.where(mask.any(dim=2), peak, 0.0)
         return self.dropout(mean + peak)

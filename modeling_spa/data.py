@@ -2,8 +2,8 @@
 
 Audio stays `Audio(decode=False)` ({bytes, path}) in the dataset and is decoded here with soundfile + soxr,
 inside DataLoader workers (datasets 5 decodes only through torchcodec, which needs CUDA torch; DESIGN.md §5).
-A clip that cannot be used (unreadable, empty, NaN/inf, truncated) is skipped and reported by id; the
-training loop counts the skips in its epoch summary.
+A clip that cannot be used (missing, unreadable, empty, too short, NaN/inf, truncated) is skipped and reported by
+id; the training loop counts the skips in its epoch summary.
 """
 
 from __future__ import annotations
@@ -59,8 +59,14 @@ def _undecoded(data):
     return datasets.DatasetDict({k: cast(v) for k, v in data.items()}) if isinstance(data, dict) else cast(data)
 
 
-def decode_audio(audio: dict, sampling_rate: int, clip_id: str = "?") -> np.ndarray:
-    """{bytes, path} -> mono float32 waveform at `sampling_rate`; `BadAudioError` naming the clip otherwise."""
+def decode_audio(audio: dict | None, sampling_rate: int, clip_id: str = "?", min_samples: int = 1) -> np.ndarray:
+    """{bytes, path} -> mono float32 waveform at `sampling_rate`; `BadAudioError` naming the clip otherwise.
+
+    A clip with fewer than `min_samples` samples after resampling is bad too: a front-end needs one full analysis
+    window (`LogMelFrontend.min_samples`), and a clip without frames would poison a batch's loss with NaN.
+    """
+    if audio is None:  # a Hub build lists a clip whose file is missing
+        raise BadAudioError(clip_id, "no audio (the row's audio is None)")
     source = io.BytesIO(audio["bytes"]) if audio.get("bytes") else audio.get("path")
     if not source:
         raise BadAudioError(clip_id, "no audio bytes and no path")
@@ -76,6 +82,12 @@ def decode_audio(audio: dict, sampling_rate: int, clip_id: str = "?") -> np.ndar
     mono = samples.mean(axis=1)
     if rate != sampling_rate:
         mono = soxr.resample(mono, rate, sampling_rate).astype(np.float32)
+    if len(mono) < min_samples:
+        raise BadAudioError(
+            clip_id,
+            f"too short: {len(mono)} sample(s) at {sampling_rate} Hz ({samples.shape[0]} at {rate} Hz in the file), "
+            f"the front-end needs at least {min_samples}",
+        )
     return mono
 
 
@@ -102,7 +114,7 @@ class AudioSetCollator:
     A bad clip becomes a silent placeholder row with `valid` False (and is listed in `skipped` as a (clip id,
     reason) pair) rather than being dropped: batches keep their size, so processes under DDP stay in step.
     Training crops a random `max_length_s` window from longer clips (a generator per DataLoader worker);
-    evaluation takes the start.
+    evaluation takes the start. Clips shorter than `min_samples` (the front-end's `min_samples`) are bad clips.
     """
 
     sampling_rate: int
@@ -110,6 +122,7 @@ class AudioSetCollator:
     max_length_s: float
     train: bool = False
     seed: int = 0
+    min_samples: int = 1
 
     def __post_init__(self):
         self.encode_labels = LabelEncoder(self.label_mids)
@@ -139,7 +152,7 @@ class AudioSetCollator:
             ids.append(clip_id)
             targets[i] = self.encode_labels(row["labels"], clip_id)  # a label error is a data error: raise
             try:
-                wave = self._crop(decode_audio(row["audio"], self.sampling_rate, clip_id))
+                wave = self._crop(decode_audio(row["audio"], self.sampling_rate, clip_id, self.min_samples))
             except BadAudioError as err:
                 skipped.append((clip_id, err.reason))
                 valid[i] = False

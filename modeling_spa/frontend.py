@@ -36,6 +36,7 @@ from transformers.audio_utils import mel_filter_bank, window_function
 
 # float32 machine epsilon: Kaldi's (and AST's) floor for mel energies before the log.
 KALDI_MEL_FLOOR = 1.1920928955078125e-07
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 FRONTEND_PRESETS: dict[str, dict] = {
     # PaSST AugmentMelSTFT (kkoutini/PaSST models/preprocess.py, hear21passt base.py), eval mode: signal-level
@@ -383,7 +384,7 @@ class LogMelFrontend(nn.Module):
     def _log(self, mel: torch.Tensor) -> torch.Tensor:
         if self.log_offset:
             mel = mel + self.log_offset
-        mel = mel.clamp_min(self.mel_floor)
+        mel = mel.clamp(self.mel_floor, _FLOAT32_MAX)  # a sum of huge bins overflows to inf
         if self.log == "db":
             return 10.0 * torch.log10(mel)
         return torch.log(mel)
@@ -411,6 +412,9 @@ class LogMelFrontend(nn.Module):
             spectrum = torch.view_as_real(torch.fft.rfft(self._frames(waveform)))
             # re^2 + im^2 in one pass: abs() would take a square root, .real/.imag sums take three passes.
             power = spectrum[..., 0].square().addcmul_(spectrum[..., 1], spectrum[..., 1])
+            # Samples beyond ~1e19 (garbage, but finite) square to inf, and inf times a zero filter weight is NaN:
+            # keep the features finite (the log caps them at ~88.7) so one such clip cannot poison a batch.
+            power.clamp_(max=_FLOAT32_MAX)
             log_mel = self._log(torch.matmul(power, self.mel_filters))
             batch_size, frames, _ = log_mel.shape
             if attention_mask is None:

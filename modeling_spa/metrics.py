@@ -56,12 +56,19 @@ def _check_predictions(predictions: Any, shape: tuple[int, int]) -> np.ndarray:
 
 
 def check_distances(distances: Any, num_classes: int) -> np.ndarray:
-    """Validate a class distance matrix: square, non-negative integer hop counts, zero diagonal."""
+    """Validate a class distance matrix: square, symmetric, non-negative integer hop counts, zero diagonal."""
     d = _to_numpy(distances)
     if d.shape != (num_classes, num_classes):
         raise ValueError(f"distances must be ({num_classes}, {num_classes}) for {num_classes} classes, got {d.shape}.")
     if not np.isfinite(d).all() or (d < 0).any() or (d != np.round(d)).any():
         raise ValueError("distances must be finite, non-negative integers (graph hop counts).")
+    asymmetric = d != d.T
+    if asymmetric.any():
+        i, j = np.argwhere(asymmetric)[0]
+        raise ValueError(
+            f"distances must be symmetric (graph distances on the undirected ontology); D[{i}, {j}] = {d[i, j]} but "
+            f"D[{j}, {i}] = {d[j, i]}."
+        )
     if (np.diag(d) != 0).any():
         raise ValueError(f"distances must have a zero diagonal; class {int(np.flatnonzero(np.diag(d))[0])} does not.")
     off_diagonal_zero = (d == 0) & ~np.eye(num_classes, dtype=bool)
@@ -216,6 +223,15 @@ def compute_omap(references: Any, predictions: Any, distances: Any | None = None
         warnings.warn(
             f"{missing} of {num_classes} classes have no positive clip and are left out of the means.", stacklevel=2
         )
+    unlabelled = int((~y.any(axis=1)).sum())
+    if unlabelled:
+        # Such a clip is at distance Dmax from every class: at high levels its false positives weigh up to
+        # Dmax / m_lambda each (thousands of times a near confusion) and can dominate the metric.
+        warnings.warn(
+            f"{unlabelled} of {num_clips} clips have no positive label; their false positives are weighted as the "
+            "farthest confusions (distance Dmax). Drop or label them if that is not intended.",
+            stacklevel=2,
+        )
     per_level = level_ap[:, evaluated].mean(axis=1)
     return {
         "map": float(ap[evaluated].mean()),
@@ -225,5 +241,5 @@ def compute_omap(references: Any, predictions: Any, distances: Any | None = None
         "omap_ap_per_class": level_ap,
         "n_classes_evaluated": int(evaluated.sum()),
         "n_classes_without_positives": missing,
-        "n_clips_without_positives": int((~y.any(axis=1)).sum()),
+        "n_clips_without_positives": unlabelled,
     }

@@ -125,6 +125,35 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         self.config.auto_map = auto_map
         return super().save_pretrained(save_directory, *args, **kwargs)
 
+    def _check_label_buffers(self) -> None:
+        """Raise unless the buffers the loss needs hold label data (a model built from a bare config has zeros).
+
+        Checked once per buffer state (`_version` changes with every in-place write, e.g. loading a checkpoint),
+        so training pays one host read, not one per step.
+        """
+        needs_text = self.config.spa_alpha > 0
+        needs_distances = self.config.classification_loss == "obce" and self.config.num_labels > 1
+        key = (needs_text, needs_distances, self.label_text_embeds._version, self.label_distances._version)
+        if getattr(self, "_label_buffers_checked", None) == key or torch.compiler.is_compiling():
+            return
+        missing = [
+            name
+            for name, needed, buffer in (
+                ("label_text_embeds (needed by L_SPA, spa_alpha > 0)", needs_text, self.label_text_embeds),
+                ("label_distances (needed by OBCE)", needs_distances, self.label_distances),
+            )
+            if needed and not buffer.any()
+        ]
+        if missing:
+            raise ValueError(
+                f"This model's {' and '.join(missing)} are all zero: it was built from a bare config "
+                "(`SPAForAudioClassification(config)` / `from_config`), which has no label text and no ontology "
+                "distances, so SPA would align to nothing and OBCE would be plain BCE. Build a model to train with "
+                "`SPAForAudioClassification.from_backbone(...)` (it embeds the label descriptions and computes the "
+                "distances) or load one with `from_pretrained(...)`."
+            )
+        self._label_buffers_checked = key
+
     def label_embeds(self) -> torch.Tensor:
         """E_t = p_t(T̂) for all C labels: (C, projection_dim)."""
         return self.text_projection(self.label_text_embeds.to(self.text_projection.weight.dtype))
@@ -141,6 +170,7 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         logits = self.classifier(audio_embeds)
         if labels is None:
             return SPAOutput(logits=logits, audio_embeds=audio_embeds)
+        self._check_label_buffers()
         loss, bce, weighted = obce_loss(logits, labels, self.label_distances, return_parts=True)
         if self.config.classification_loss == "bce":
             loss = bce

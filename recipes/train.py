@@ -11,6 +11,7 @@ The final model, feature extractor and model card go to OUTPUT_DIR/model.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -18,6 +19,7 @@ import re
 import shutil
 import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -160,6 +162,7 @@ def make_loader(dataset, model, data_args, batch_size: int, train: bool, seed: i
         max_length_s=data_args.max_length_s,
         train=train,
         seed=seed,
+        min_samples=model.spa.frontend.min_samples,
     )
     return DataLoader(
         dataset,
@@ -289,21 +292,57 @@ def push_to_hub(folder: Path, repo_id: str, private: bool) -> str:
 
 
 LOSS_PARTS = ("loss", "bce_loss", "obce_loss", "spa_loss")
+MAX_NON_FINITE_STEPS = 3  # in a row: then the data or the learning rate is broken, and the run stops
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training kept producing non-finite gradients; the weights are those of the last finite step."""
+
+
+def check_step(accelerator, model, grad_norm: torch.Tensor, clip_ids: list[str], state: dict) -> bool:
+    """Whether the optimizer may step: False, reported with the step's clip ids, when the gradients are not finite.
+
+    Gradients are all-reduced before this point, so every process sees the same norm and takes the same decision
+    (no extra collective). One host read per optimizer step: the price of never stepping on NaN. The forward pass
+    may already have written NaN into BatchNorm statistics; then no later step can recover, and the run stops.
+    """
+    if torch.isfinite(grad_norm):
+        state["non_finite_in_a_row"] = 0
+        return True
+    state["non_finite_in_a_row"] = state.get("non_finite_in_a_row", 0) + 1
+    step = state["completed_steps"] + 1
+    print(f"[process {accelerator.process_index}] skipped optimizer step {step}: non-finite gradients "
+          f"(norm {grad_norm.item()}); clips in the step: {', '.join(clip_ids)}", flush=True)  # fmt: skip
+    poisoned = [name for name, b in model.named_buffers() if b.is_floating_point() and not torch.isfinite(b).all()]
+    if poisoned or state["non_finite_in_a_row"] >= MAX_NON_FINITE_STEPS:
+        cause = (
+            f"the forward pass wrote non-finite values into the buffers {poisoned[:3]}"
+            if poisoned
+            else f"{MAX_NON_FINITE_STEPS} optimizer steps in a row had non-finite gradients"
+        )
+        raise NonFiniteLossError(
+            f"Training stopped at step {step}: {cause} (clips of the last step: {', '.join(clip_ids)}). Check those "
+            "clips (e.g. extreme sample values) and the learning rate; the weights were not updated by the skipped "
+            "steps, and the last checkpoint holds the state before them."
+        )
+    return False
 
 
 def train_epoch(accelerator, model, optimizer, scheduler, loader, state: dict, args, progress) -> tuple[dict, list]:
-    """One epoch from `state` (resumable mid-epoch); returns the mean loss parts and the skipped clips.
+    """One epoch from `state` (resumable mid-epoch); returns the mean loss parts, skipped clips and steps.
 
-    Loss sums stay on the device: reading them every batch would synchronise a GPU at every step.
+    Loss sums stay on the device: reading them every batch would synchronise a GPU at every step. A step whose
+    gradients are not finite is skipped (see `check_step`) and its losses are left out of the means.
     """
     epoch = state["epoch"]
     if state["batches_in_epoch"]:  # resumed mid-epoch: the interrupted run's order, minus what it did
         loader = accelerator.skip_first_batches(loader, state["batches_in_epoch"])
     loader.set_epoch(epoch)  # seedable sampler: the order depends on (seed, epoch) only
-    sums, batches, skipped = {}, 0, []
+    sums, batches, skipped, skipped_steps, window_ids = {}, 0, [], 0, []
     for batch in loader:
         state["batches_in_epoch"] += 1
         skipped += batch["skipped"]
+        window_ids += batch["clip_ids"]
         valid = batch["valid"]
         # A batch of only bad clips still steps, with zero loss: every process must run the same collectives.
         rows = valid if valid.any() else torch.ones_like(valid)
@@ -311,20 +350,26 @@ def train_epoch(accelerator, model, optimizer, scheduler, loader, state: dict, a
             output = model(batch["input_values"][rows], batch["attention_mask"][rows], labels=batch["labels"][rows])
             accelerator.backward(output.loss * valid.any())
             if accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            optimizer.step()
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                if check_step(accelerator, model, grad_norm, window_ids, state):
+                    optimizer.step()
+                else:
+                    skipped_steps += 1
+                window_ids = []
             scheduler.step()
             optimizer.zero_grad()
+        finite = torch.isfinite(output.loss.detach())
         for name in LOSS_PARTS:
             if getattr(output, name) is not None and valid.any():
-                sums[name] = sums.get(name, 0.0) + getattr(output, name).detach()
-        batches += int(valid.any())
+                part = torch.where(finite, getattr(output, name).detach(), 0.0)
+                sums[name] = sums.get(name, 0.0) + part
+        batches = batches + (finite & valid.any().to(finite.device))
         if not accelerator.sync_gradients:
             continue
         state["completed_steps"] += 1
         progress.update(1)
         if state["completed_steps"] % args.logging_steps == 0:
-            means = {name: (value / batches).item() for name, value in sums.items()}
+            means = {name: (value / max(batches, 1)).item() for name, value in sums.items()}
             progress.set_postfix(epoch=epoch, loss=f"{means['loss']:.4f}")
             accelerator.log({f"train/{k}": v for k, v in means.items()} | {"lr": scheduler.get_last_lr()[0]},
                             step=state["completed_steps"])  # fmt: skip
@@ -332,20 +377,52 @@ def train_epoch(accelerator, model, optimizer, scheduler, loader, state: dict, a
             save_checkpoint(accelerator, Path(args.output_dir), state, args.keep_checkpoints)
         if state["completed_steps"] >= (args.max_steps or float("inf")):
             break
-    return {name: (value / max(batches, 1)).item() for name, value in sums.items()}, skipped
+    means = {name: (value / max(int(batches), 1)).item() for name, value in sums.items()}
+    return means, skipped, skipped_steps
 
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, args = parse_arguments(sys.argv[1:] if argv is None else argv)
-    output_dir = Path(args.output_dir)
     accelerator = Accelerator(
         cpu=args.cpu,
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=None if args.report_to == "none" else args.report_to,
-        project_dir=str(output_dir),
+        project_dir=args.output_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+    try:
+        results = run_training(accelerator, model_args, data_args, args)
+    except BaseException as err:
+        # The traceback keeps the failed run's frames, and with them the DDP model, alive: free them (all but
+        # this frame, which is still executing) so that shut_down can release the model first.
+        traceback.clear_frames(err.__traceback__.tb_next)
+        raise
+    finally:
+        shut_down(accelerator)
+    if args.push_to_hub and accelerator.is_main_process:
+        final = Path(args.output_dir) / "model"
+        accelerator.print(f"Pushed: {push_to_hub(final, args.hub_model_id or final.parent.name, args.hub_private)}")
+    return results
+
+
+def shut_down(accelerator: Accelerator) -> None:
+    """End training and tear the process group down explicitly, in an order that cannot deadlock.
+
+    DDP's C++ Reducer holds the process group. Where it is the group's last owner, the group's destructor runs when
+    Python frees the Reducer, with the GIL held, and joins gloo's worker threads, while a worker may need the GIL to
+    free a tensor of the last collective: a rank that never exits after "Saved the model" (pytorch issue 56297). So
+    every reference to the wrapped model goes first (the group, still registered, stays alive), and the group is
+    destroyed last, through its own binding, which releases the GIL while it joins.
+    """
+    accelerator.free_memory()
+    gc.collect()
+    accelerator.end_training()  # trackers, then destroy_process_group()
+
+
+def run_training(accelerator: Accelerator, model_args, data_args, args) -> dict:
+    """The whole run: train, evaluate every epoch, test, save. Returns the final metrics per split."""
+    output_dir = Path(args.output_dir)
     set_seed(args.seed)
     model = build_model(model_args, data_args)
     extractor = SPAFeatureExtractor(
@@ -395,7 +472,9 @@ def main(argv: list[str] | None = None) -> dict:
     last_eval = None  # the eval split's metrics at the current weights, once an epoch has ended in this run
     while state["epoch"] < math.ceil(total_steps / steps_per_epoch) and state["completed_steps"] < total_steps:
         started = time.perf_counter()
-        losses, skipped = train_epoch(accelerator, model, optimizer, scheduler, train_loader, state, args, progress)
+        losses, skipped, skipped_steps = train_epoch(
+            accelerator, model, optimizer, scheduler, train_loader, state, args, progress
+        )
         metrics = last_eval = evaluate(accelerator, model, eval_loaders[data_args.eval_split], distances)
         summary = {
             "epoch": state["epoch"],
@@ -403,6 +482,7 @@ def main(argv: list[str] | None = None) -> dict:
             "seconds": round(time.perf_counter() - started, 1),
             **{f"train_{name}": value for name, value in losses.items()},
             "train_skipped_clips": len({clip for clip, _ in gather_object(skipped)}),
+            "train_skipped_steps": skipped_steps,  # equal on every process: the gradients are all-reduced
             **{f"eval_{k}": v for k, v in metrics.items() if k != "omap_per_lambda"},
         }
         state["history"].append(summary | {"eval_omap_per_lambda": metrics["omap_per_lambda"]})
@@ -429,15 +509,12 @@ def main(argv: list[str] | None = None) -> dict:
             + json.dumps({s: {k: round(r[k], 4) for k in ("map", "omap")} for s, r in results.items()})
         )
     accelerator.wait_for_everyone()
-    accelerator.end_training()
-    if args.push_to_hub and accelerator.is_main_process:
-        accelerator.print(f"Pushed: {push_to_hub(final, args.hub_model_id or final.parent.name, args.hub_private)}")
     return results
 
 
 if __name__ == "__main__":
     try:
         main()
-    except HubPushError as err:
+    except (HubPushError, NonFiniteLossError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -52,13 +52,26 @@ def test_decode_resamples_and_mixes_to_mono():
     assert abs(peak_hz - 440) < 2
 
 
+def wav(samples: np.ndarray, rate: int) -> dict:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, format="WAV", subtype="FLOAT")
+    return {"bytes": buffer.getvalue(), "path": "x.wav"}
+
+
 @pytest.mark.parametrize(
     ("audio", "reason"),
-    [({"bytes": b"garbage", "path": None}, "unreadable"), ({"bytes": None, "path": None}, "no audio")],
+    [
+        ({"bytes": b"garbage", "path": None}, "unreadable"),
+        ({"bytes": None, "path": None}, "no audio"),
+        (None, "no audio"),  # a Hub build whose file is missing
+        # One sample at 96 kHz resamples to none at 16 kHz: it used to pass as a valid, frameless clip.
+        (wav(np.full(1, 0.1, dtype=np.float32), 96000), r"too short: 0 sample\(s\) at 16000 Hz \(1 at 96000 Hz"),
+        (wav(np.full(300, 0.1, dtype=np.float32), 16000), r"too short: 300 .* at least 400"),
+    ],
 )
 def test_decode_names_the_clip(audio, reason):
     with pytest.raises(BadAudioError, match=f"clip yt-42: {reason}"):
-        decode_audio(audio, 16000, "yt-42")
+        decode_audio(audio, 16000, "yt-42", min_samples=400)
 
 
 def test_label_encoder(ontology):
@@ -70,13 +83,18 @@ def test_label_encoder(ontology):
 
 def test_collator_pads_masks_and_reports_skips(tiny):
     _, built = tiny
+    short = wav(np.full(399, 0.1, dtype=np.float32), 16000)
     rows = [built["train"][0], {**built["train"][1], "audio": {"bytes": b"x", "path": None}}, built["train"][2]]
+    rows += [{**built["train"][3], "audio": None}, {**built["train"][4], "audio": short}]
     mids = sorted({mid for row in built["train"] for mid in row["labels"]})
-    batch = AudioSetCollator(16000, mids, max_length_s=1.0)(rows)
-    assert batch["input_values"].shape == (3, 16000) and batch["labels"].shape == (3, len(mids))
-    assert batch["valid"].tolist() == [True, False, True]  # the bad clip keeps its place: DDP batches stay even
+    batch = AudioSetCollator(16000, mids, max_length_s=1.0, min_samples=400)(rows)
+    assert batch["input_values"].shape == (5, 16000) and batch["labels"].shape == (5, len(mids))
+    # Bad clips keep their place (DDP batches stay even) as masked silence
+    assert batch["valid"].tolist() == [True, False, True, False, False]
     real = batch["attention_mask"][[0, 2]]
     assert real[:, :8000].all() and not real[:, 8000:].any()  # 0.5 s clips
-    assert not batch["input_values"][1].any()  # silence; the row is masked out of losses and metrics
-    assert [clip for clip, _ in batch["skipped"]] == [built["train"][1]["video_id"]]
+    assert not batch["input_values"][[1, 3, 4]].any()  # silence; the rows are masked out of losses and metrics
+    named = dict(batch["skipped"])
+    assert list(named) == [built["train"][i]["video_id"] for i in (1, 3, 4)]
+    assert "no audio" in named[built["train"][3]["video_id"]] and "too short" in named[built["train"][4]["video_id"]]
     assert batch["clip_ids"] == [row["video_id"] for row in rows]

@@ -330,3 +330,23 @@ def test_bad_inputs_and_settings():
         frontend("tiny", f_max=9000.0)
     with pytest.raises(TypeError):
         LogMelFrontend(**frontend_preset("tiny"), hop_size=10)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_garbage_amplitudes_give_finite_features(name):
+    # Finite samples of 1e30 square to inf, and inf times a zero filter weight is NaN: one such clip in a batch
+    # used to turn the whole loss into NaN.
+    module = frontend(name)
+    wave = torch.from_numpy(noisy_sine(0.5, module.sampling_rate)) * 1e30
+    features, frame_mask = module(wave[None])
+    assert torch.isfinite(features).all() and frame_mask.any()
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_min_samples_is_one_full_window(name):
+    module = frontend(name, max_frames=None)
+    assert module.min_samples >= module.win_length
+    short = torch.zeros(1, 4 * module.n_fft)
+    mask = torch.zeros_like(short, dtype=torch.long)
+    mask[:, : module.min_samples] = 1
+    assert module(short, mask)[1].any()  # a clip of min_samples has at least one real frame

@@ -11,6 +11,10 @@ from modeling_spa.metrics import compute_omap, level_scales, nearest_positive_di
 PATH4 = np.array([[0, 1, 2, 3], [1, 0, 1, 2], [2, 1, 0, 1], [3, 2, 1, 0]])
 
 
+# Random cases hold clips without labels; the warning itself is tested below.
+pytestmark = pytest.mark.filterwarnings("ignore:.*clips have no positive label")
+
+
 def random_case(seed, clips=300, classes=15, decimals=2):
     rng = np.random.default_rng(seed)
     y = (rng.random((clips, classes)) < 0.12).astype(int)
@@ -91,10 +95,11 @@ def test_weighted_false_positives_with_a_tie_by_hand():
 
 
 @pytest.mark.filterwarnings("ignore:.*no positive clip")
-def test_clip_without_labels_is_maximally_distant():
+def test_clip_without_labels_is_maximally_distant_and_warned_about():
     references = [[1, 0, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0]]
     predictions = [[0.5, 0.1, 0, 0], [0.9, 0.2, 0, 0], [0.1, 0.9, 0, 0]]
-    result = compute_omap(references, predictions, PATH4)
+    with pytest.warns(UserWarning, match="1 of 3 clips have no positive label"):
+        result = compute_omap(references, predictions, PATH4)
     assert result["n_clips_without_positives"] == 1
     # Class 0: the label-less clip ranks first and counts at distance Dmax = 3.
     expected = [1 / (1 + 3 / (20 / 12)), 1 / (1 + 3 / (14 / 12)), 1 / (1 + 3 / (6 / 12)), 1.0]
@@ -164,6 +169,7 @@ def test_nearest_positive_distance_and_scales():
         ([[1, 0], [0, 1]], [[0.5, 0.1], [0.1, 0.2]], [[0, 1, 2], [1, 0, 1], [2, 1, 0]], r"\(2, 2\)"),
         ([[1, 0], [0, 1]], [[0.5, 0.1], [0.1, 0.2]], [[0, 1.5], [1.5, 0]], r"integers"),
         ([[1, 0], [0, 1]], [[0.5, 0.1], [0.1, 0.2]], [[1, 1], [1, 0]], r"zero diagonal"),
+        ([[1, 0, 0], [0, 1, 0], [0, 0, 1]], np.eye(3) * 0.5, [[0, 1, 2], [1, 0, 1], [3, 1, 0]], r"D\[0, 2\] = 2"),
         ([[1, 0], [0, 1]], [[0.5, 0.1], [0.1, 0.2]], [[0, 0], [0, 0]], r"classes 0 and 1 are at 0"),
         ([[0, 0], [0, 0]], [[0.5, 0.1], [0.1, 0.2]], [[0, 1], [1, 0]], r"No class has a positive"),
         ([[1, 0], [0, 1]], [[0.5, 0.1], [0.1, 0.2]], None, r"527"),  # default distances need 527 classes

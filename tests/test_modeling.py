@@ -292,3 +292,22 @@ def test_defaults_are_an_audioset_backbone_with_its_own_frontend():
     assert legacy.get_text_config() is legacy  # no str where transformers expects a text sub-config
     with pytest.raises(ValueError, match="max_frames"):
         SPAConfig(backbone="ast", audio_config=TINY_AST.to_dict(), frontend={**SPAConfig(backbone="ast").frontend})
+
+
+def test_a_model_built_from_a_bare_config_refuses_to_train(cnn_model, batch):
+    waves, mask, labels = batch
+    for bare in (SPAForAudioClassification(cnn_model.config), AutoModel.from_config(cnn_model.config)):
+        assert not bare.label_text_embeds.any() and not bare.label_distances.any()
+        bare(waves, mask)  # inference needs no label data
+        with pytest.raises(ValueError, match=r"label_text_embeds .* and label_distances .*from_backbone"):
+            bare(waves, mask, labels=labels)
+    # What it needs depends on the loss: plain BCE without SPA trains on a bare config.
+    config = SPAConfig(**{**cnn_model.config.to_dict(), "spa_alpha": 0.0, "classification_loss": "bce"})
+    assert torch.isfinite(SPAForAudioClassification(config)(waves, mask, labels=labels).loss)
+    config = SPAConfig(**{**cnn_model.config.to_dict(), "spa_alpha": 0.0})
+    with pytest.raises(ValueError, match=r"label_distances \(needed by OBCE\)"):
+        SPAForAudioClassification(config)(waves, mask, labels=labels)
+    # Loading the buffers (a checkpoint, or copying them in) makes it trainable: the check follows the buffers.
+    bare = SPAForAudioClassification(cnn_model.config)
+    bare.load_state_dict(cnn_model.state_dict())
+    assert torch.isfinite(bare(waves, mask, labels=labels).loss)

@@ -3,12 +3,14 @@
 import importlib.util
 import io
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import datasets
 import numpy as np
@@ -20,6 +22,8 @@ from safetensors.torch import load_file
 from transformers import AutoModel
 
 REPO = Path(__file__).resolve().parent.parent
+BAD_CLIPS = ["synth_bad_unreadable", "synth_bad_empty", "synth_bad_nan", "synth_bad_truncated",
+             "synth_bad_one_sample_96k", "synth_bad_missing"]  # fmt: skip
 CLASSES = ["Siren", "Police car (siren)", "Civil defense siren", "White noise", "Pink noise", "Dial tone", "Tick"]
 
 
@@ -46,7 +50,7 @@ def with_rows(split: datasets.Dataset, rows: list[dict]) -> datasets.Dataset:
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory, ontology):
-    """24/8/8 one-second clips of 7 classes, plus four broken clips in the train split and one in validation."""
+    """24/8/8 one-second clips of 7 classes, plus six bad clips in the train split and one in validation."""
     root = tmp_path_factory.mktemp("data")
     build = load_recipe("build_demo_dataset").build_demo_dataset
     data = build(root / "clean", 24, 8, 8, duration_s=1.0, class_names=CLASSES, ontology=ontology, speech=False)
@@ -57,9 +61,17 @@ def dataset_dir(tmp_path_factory, ontology):
         ("synth_bad_empty", wav_bytes(np.zeros(0, dtype=np.float32))),
         ("synth_bad_nan", wav_bytes(np.full(16000, np.nan, dtype=np.float32))),
         ("synth_bad_truncated", flac[:60]),
+        # One sample at 96 kHz resamples to none: it used to pass as valid and turn the loss into NaN.
+        ("synth_bad_one_sample_96k", wav_bytes(np.full(1, 0.5, dtype=np.float32), 96000)),
+        ("synth_bad_missing", None),  # a Hub build whose file is missing: it used to kill the DataLoader
     ]
     rows = [
-        {"video_id": vid, "audio": {"bytes": raw, "path": f"{vid}.wav"}, "labels": label, "human_labels": []}
+        {
+            "video_id": vid,
+            "audio": None if raw is None else {"bytes": raw, "path": f"{vid}.wav"},
+            "labels": label,
+            "human_labels": [],
+        }
         for vid, raw in broken
     ]
     out = root / "with_bad"
@@ -95,9 +107,19 @@ def train_command(dataset_dir: Path, output_dir: Path, *extra: str) -> list[str]
     ]  # fmt: skip
 
 
-def run(command, cwd, timeout=600):
+def run(command, cwd, timeout=300) -> subprocess.CompletedProcess:
+    """Run a command in its own process group; on timeout, kill the whole group (launcher and ranks) and fail."""
     env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # no orphan rank survives a failed test
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{' '.join(command[:6])} ... did not finish in {timeout} s; its output ends:\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
 @pytest.fixture(scope="module")
@@ -133,10 +155,14 @@ def test_offline_push_fails_clearly_after_saving(trained):
 def test_bad_clips_are_skipped_counted_and_named(trained):
     out, done = trained
     history = json.loads((out / "history.json").read_text())
-    assert [epoch["train_skipped_clips"] for epoch in history] == [4, 4, 4]
+    assert [epoch["train_skipped_clips"] for epoch in history] == [6, 6, 6]
     assert [epoch["eval_skipped_clips"] for epoch in history] == [1, 1, 1]
-    for name in ("synth_bad_unreadable", "synth_bad_empty", "synth_bad_nan", "synth_bad_truncated"):
+    assert [epoch["train_skipped_steps"] for epoch in history] == [0, 0, 0]  # no bad clip reaches the loss
+    for name in BAD_CLIPS:
         assert name in done.stdout
+    assert "too short: 0 sample(s) at 16000 Hz (1 at 96000 Hz" in done.stdout
+    assert "synth_bad_missing (no audio" in done.stdout
+    assert all(math.isfinite(epoch["train_loss"]) for epoch in history)
     assert history[-1]["eval_map"] > 0
 
 
@@ -184,10 +210,11 @@ def test_two_processes(dataset_dir, tmp_path, alpha):
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", free_port()]  # fmt: skip
     extra = ("--num_epochs", "2", "--spa_alpha", alpha)
-    done = run(command + train_command(dataset_dir, tmp_path / "ddp", *extra)[1:], REPO)
+    # Both ranks must also exit by themselves (they used to deadlock in the process group's destructor).
+    done = run(command + train_command(dataset_dir, tmp_path / "ddp", *extra)[1:], REPO, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     history = json.loads((tmp_path / "ddp" / "history.json").read_text())
-    assert [epoch["train_skipped_clips"] for epoch in history] == [4, 4]  # unique over both processes
+    assert [epoch["train_skipped_clips"] for epoch in history] == [6, 6]  # unique over both processes
     assert history[0]["eval_skipped_clips"] == 1
     assert json.loads((tmp_path / "ddp" / "model" / "eval_results.json").read_text())["test"]["map"] > 0
 
@@ -233,3 +260,38 @@ def test_spa_tag_on_mp3_and_corrupt_files(trained, dataset_dir, tmp_path):
     assert tagged["file"].endswith("clip.mp3") and len(tagged["labels"]) == 3
     top = tagged["labels"][0]
     assert top["label"] in CLASSES and " > " in top["path"] and 0 < top["score"] < 1
+
+
+def test_non_finite_steps_are_skipped_reported_and_stop_the_run(capsys):
+    check_step = load_recipe("train").check_step
+    accelerator, model = SimpleNamespace(process_index=1), torch.nn.Linear(2, 2)
+    state = {"completed_steps": 6}
+    assert check_step(accelerator, model, torch.tensor(3.0), ["a"], state) and state["non_finite_in_a_row"] == 0
+    assert not check_step(accelerator, model, torch.tensor(float("nan")), ["clip_x", "clip_y"], state)
+    report = "[process 1] skipped optimizer step 7: non-finite gradients (norm nan); clips in the step: clip_x, clip_y"
+    assert report in capsys.readouterr().out
+    assert not check_step(accelerator, model, torch.tensor(float("inf")), ["clip_z"], state)
+    assert check_step(accelerator, model, torch.tensor(1.0), ["b"], state)  # a finite step resets the count
+    for _ in range(2):
+        assert not check_step(accelerator, model, torch.tensor(float("nan")), ["c"], state)
+    with pytest.raises(RuntimeError, match=r"3 optimizer steps in a row had non-finite gradients.*clips .*: d"):
+        check_step(accelerator, model, torch.tensor(float("nan")), ["d"], state)
+    # NaN already written into BatchNorm statistics by the forward pass: no later step can recover from that.
+    poisoned = torch.nn.BatchNorm1d(2)
+    poisoned.running_mean.fill_(float("nan"))
+    with pytest.raises(RuntimeError, match=r"non-finite values into the buffers \['running_mean'\]"):
+        check_step(accelerator, poisoned, torch.tensor(float("nan")), ["e"], {"completed_steps": 0})
+
+
+def test_diverging_two_process_run_stops_with_a_clear_error(dataset_dir, tmp_path):
+    # A learning rate of 1e30 blows the weights up after one step: every later step is non-finite. Both ranks take
+    # the same decision (the gradients are all-reduced), stop with the error, and exit.
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", free_port()]  # fmt: skip
+    extra = ("--num_epochs", "1", "--learning_rate", "1e30", "--warmup_ratio", "0", "--test_split", "")
+    done = run(command + train_command(dataset_dir, tmp_path / "nan", *extra)[1:], REPO, timeout=180)
+    assert done.returncode != 0
+    assert "error: Training stopped at step" in done.stderr and "clips of the last step: synth_" in done.stderr
+    assert "skipped optimizer step" in done.stdout
+    assert not (tmp_path / "nan" / "model").exists()
