@@ -1,7 +1,8 @@
 """`spa-tag FILE... --model DIR_OR_HUB_ID`: tag audio files with an SPA checkpoint.
 
-Files are decoded with soundfile (wav, flac, ogg, mp3, ...), mixed to mono and resampled to the model's rate.
-A recording longer than the model's clip length is tagged window by window and the scores are averaged.
+Files are decoded with soundfile (wav, flac, ogg, mp3, ...) block by block, mixed to mono and resampled to the
+model's rate as a stream, and scored window by window with the windows and aggregation the model itself uses at
+inference (`modeling_spa.windowing`), so memory stays bounded by a few windows whatever the file's length.
 """
 
 from __future__ import annotations
@@ -9,32 +10,93 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 
 import numpy as np
+import soundfile
 import torch
 
-from .data import BadAudioError, decode_audio
+from .data import BadAudioError
+from .windowing import AGGREGATIONS, WINDOWS_PER_BATCH, aggregate_logits, stream_windows, window_settings
+
+# Frames decoded at a time: about 5.5 s at 48 kHz, 1 MiB of float32 per channel.
+BLOCK_FRAMES = 1 << 18
 
 
-def tag_file(path: str, model, extractor, top_k: int, windows_per_batch: int = 16) -> list[dict]:
-    """The `top_k` labels of one file: label, mid, sigmoid score and ontology path, best first.
+def file_windows(path: str, sampling_rate: int, window: int, hop: int) -> Iterator[np.ndarray]:
+    """The windows of an audio file at `sampling_rate` (see `windowing.stream_windows`), decoded in blocks.
 
-    Windows of the extractor's clip length are scored in batches; their mean is weighted by real length, so a
-    short tail window counts for what it holds.
+    Raises `BadAudioError` naming the file when it cannot be read or holds NaN or infinite samples.
     """
-    wave = decode_audio({"path": path}, extractor.sampling_rate, clip_id=path)
-    window = int(extractor.max_length_s * extractor.sampling_rate) if extractor.max_length_s else len(wave)
-    windows = [wave[start : start + window] for start in range(0, len(wave), window)]
-    total, scores = 0.0, 0.0
-    for first in range(0, len(windows), windows_per_batch):
-        chunk = windows[first : first + windows_per_batch]
-        inputs = extractor(chunk, sampling_rate=extractor.sampling_rate, padding="longest", return_tensors="pt")
+    try:
+        sound = soundfile.SoundFile(path)
+    except (soundfile.LibsndfileError, RuntimeError, OSError, TypeError) as err:
+        raise BadAudioError(path, f"unreadable audio ({getattr(err, 'error_string', err)})") from err
+    with sound:
+        yield from stream_windows(_checked_blocks(sound, path), sound.samplerate, sampling_rate, window, hop)
+
+
+def _checked_blocks(sound: soundfile.SoundFile, path: str) -> Iterator[np.ndarray]:
+    while True:
+        try:
+            block = sound.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+        except (soundfile.LibsndfileError, RuntimeError) as err:
+            raise BadAudioError(path, f"unreadable audio ({getattr(err, 'error_string', err)})") from err
+        if len(block) == 0:
+            return
+        if not np.isfinite(block).all():
+            raise BadAudioError(path, "audio contains NaN or inf")
+        yield block
+
+
+def _batches(windows: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+    batch = []
+    for window in windows:
+        batch.append(window)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def file_scores(
+    path: str,
+    model,
+    extractor,
+    hop_s: float | None = None,
+    aggregation: str | None = None,
+    windows_per_batch: int = WINDOWS_PER_BATCH,
+) -> np.ndarray:
+    """Sigmoid scores (num_labels,) of one file: its windows scored in batches and aggregated as the model does.
+
+    The window length comes from the model's config; `hop_s` and `aggregation` override the config's. A file
+    shorter than one analysis window of the model's front-end is a `ValueError`.
+    """
+    settings = window_settings(model.config, hop_s, aggregation)
+    rate = extractor.sampling_rate
+    min_samples = model.spa.frontend.min_samples
+    logits, weights = [], []
+    for batch in _batches(file_windows(path, rate, settings.length, settings.hop), windows_per_batch):
+        if len(batch[0]) < min_samples:  # only a whole file can be shorter than the window
+            raise ValueError(
+                f"{len(batch[0])} samples at {rate} Hz, shorter than one analysis window of the model ({min_samples})"
+            )
+        # The extractor's defaults, as in the pipeline: a file shorter than the window is padded the same way.
+        inputs = extractor(batch, sampling_rate=rate, return_tensors="pt")
         with torch.inference_mode():
-            probabilities = model(**inputs.to(model.device)).logits.float().sigmoid().cpu().numpy()
-        lengths = np.array([len(w) for w in chunk], dtype=np.float64)
-        scores = scores + (probabilities * lengths[:, None]).sum(axis=0)
-        total += lengths.sum()
-    scores = scores / total
+            logits.append(model(**inputs.to(model.device)).logits.float().cpu())
+        weights += [len(window) for window in batch]
+    if not logits:
+        raise BadAudioError(path, "empty audio")
+    return aggregate_logits(torch.cat(logits), weights, settings.aggregation).sigmoid().numpy()
+
+
+def tag_file(
+    path: str, model, extractor, top_k: int, hop_s: float | None = None, aggregation: str | None = None
+) -> list[dict]:
+    """The `top_k` labels of one file: label, mid, sigmoid score and ontology path, best first."""
+    scores = file_scores(path, model, extractor, hop_s, aggregation)
     config = model.config
     paths = config.label_paths or [""] * config.num_labels
     mids = config.label_mids or [""] * config.num_labels
@@ -51,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print one JSON object per file")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--window-hop", type=float, default=None, help="seconds between windows (default: the model's window_hop_s)"
+    )
+    parser.add_argument(
+        "--aggregation", choices=AGGREGATIONS, default=None, help="default: the model's window_aggregation (mean)"
+    )
     args = parser.parse_args(argv)
 
     # This package's __init__ has run, so SPA is registered with the Auto classes.
@@ -58,11 +126,15 @@ def main(argv: list[str] | None = None) -> int:
 
     model = AutoModelForAudioClassification.from_pretrained(args.model).to(args.device).eval()
     extractor = AutoFeatureExtractor.from_pretrained(args.model)
+    try:
+        window_settings(model.config, args.window_hop, args.aggregation)
+    except ValueError as err:
+        parser.error(str(err))
     failed = 0
     for path in args.files:
         try:
-            labels = tag_file(path, model, extractor, args.top_k)
-        except (BadAudioError, ValueError) as err:  # unreadable, or too short for one analysis frame
+            labels = tag_file(path, model, extractor, args.top_k, args.window_hop, args.aggregation)
+        except (BadAudioError, ValueError) as err:  # unreadable, or too short for one analysis window
             print(f"error: {err if isinstance(err, BadAudioError) else f'{path}: {err}'}", file=sys.stderr)
             failed += 1
             continue

@@ -8,6 +8,7 @@ from transformers.configuration_utils import SubConfigSpec
 from .backbones import BACKBONES, backbone_spec
 from .frontend import frontend_preset
 from .ontology import DEFAULT_PROMPT, DESCRIPTION_STYLES
+from .windowing import window_settings
 
 CLASSIFICATION_LOSSES = ("obce", "bce")
 
@@ -38,6 +39,16 @@ class SPAConfig(PreTrainedConfig):
             validation split between 0.1 and 0.3; in a shorter pilot run α = 1.0 drove L_SPA close to 0 and lowered
             both mAP and OmAP.
         classification_loss (`str`): `obce` for (L_BCE + L_OBCE)/2 as in the paper, `bce` for plain BCE.
+        window_length_s (`float`, *optional*): at inference, clips longer than this are scored window by window
+            (`modeling_spa.windowing`; `spa-tag` uses the same windows). None derives it: for a front-end with a
+            fixed `max_frames` the longest clip those frames hold (AST: 10.255 s), otherwise 10 s;
+            `recipes/train.py` sets it to the training clip length for backbones that take any length. It may not
+            exceed the span of a fixed `max_frames`.
+        window_hop_s (`float`, *optional*): the hop between windows, at most the window length; None is the window
+            length (no overlap: every sample is scored once, except where the final window, aligned to the end of
+            the clip, overlaps the one before).
+        window_aggregation (`str`): `mean` (the default: the mean of the windows' sigmoid scores, weighted by the
+            real samples of each window) or `max`.
     """
 
     model_type = "spa"
@@ -59,6 +70,9 @@ class SPAConfig(PreTrainedConfig):
     prompt_template: str = DEFAULT_PROMPT
     spa_alpha: float = 0.3
     classification_loss: str = "obce"
+    window_length_s: float | None = None
+    window_hop_s: float | None = None
+    window_aggregation: str = "mean"
 
     def __post_init__(self, **kwargs):
         for old in ("text_encoder", "text_encoder_revision", "text_pooling"):  # configs saved before the rename
@@ -92,6 +106,7 @@ class SPAConfig(PreTrainedConfig):
         if default_frontend and getattr(self.audio_config, "max_length", None) is not None:
             self.frontend["max_frames"] = self.audio_config.max_length  # fixed-size backbones (AST)
         backbone_spec(self.backbone).check(self.audio_config, self.frontend)
+        window_settings(self)  # a bad window, hop or aggregation fails here, not at the first long clip
 
     @property
     def label_names(self) -> list[str]:

@@ -17,6 +17,7 @@ from .configuration_spa import SPAConfig
 from .frontend import LogMelFrontend
 from .losses import obce_loss, spa_alignment_loss
 from .ontology import DEFAULT_PROMPT, AudioSetOntology, check_distinct_descriptions
+from .windowing import forward_in_windows, window_settings
 
 
 @dataclass
@@ -106,6 +107,11 @@ class SPAForAudioClassification(SPAPreTrainedModel):
     Buffers (saved in the checkpoint, so inference and OmAP need no ontology file and no text encoder):
     `label_text_embeds` (C, V), the frozen text encoder's embeddings of the label descriptions, and
     `label_distances` (C, C), the ontology hop distances between the labels.
+
+    At inference (`model.eval()`), a clip longer than the window (`config.window_length_s`; see `SPAConfig`) is cut
+    into windows that are scored in batches; `logits` is then the logit of the aggregated window scores (`mean`
+    weighted by real samples, or `max`: `config.window_aggregation`) and `audio_embeds` the mean of the window
+    embeddings weighted by their real samples. `spa-tag` and the audio-classification pipeline give the same scores.
     """
 
     def __init__(self, config: SPAConfig):
@@ -166,6 +172,10 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         **kwargs,
     ) -> SPAOutput:
         """`labels` (batch, num_labels) multi-hot, soft labels allowed."""
+        # At inference, clips longer than the window (config.window_length_s) are scored window by window and
+        # aggregated, as spa-tag does (modeling_spa.windowing); in training the collator has cropped them.
+        if not self.training and input_values.shape[-1] > window_settings(self.config).length:
+            return self._forward_windows(input_values, attention_mask, labels)
         audio_embeds = self.spa(input_values, attention_mask).audio_embeds
         logits = self.classifier(audio_embeds)
         if labels is None:
@@ -178,6 +188,23 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         if self.config.spa_alpha > 0:
             spa = spa_alignment_loss(audio_embeds, self.label_embeds(), labels)
             loss = loss + self.config.spa_alpha * spa
+        return SPAOutput(
+            loss=loss, logits=logits, audio_embeds=audio_embeds, bce_loss=bce, obce_loss=weighted, spa_loss=spa
+        )
+
+    def _forward_windows(
+        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor | None
+    ) -> SPAOutput:
+        """`forward` for clips longer than the window: logits = logit(aggregated window scores), audio_embeds = the
+        mean of the window embeddings weighted by their real samples; with labels, the loss of those outputs."""
+        logits, audio_embeds = forward_in_windows(self, input_values, attention_mask, window_settings(self.config))
+        if labels is None:
+            return SPAOutput(logits=logits, audio_embeds=audio_embeds)
+        # The loss as in `forward`, on the aggregated outputs (an evaluation loop that passes labels in eval mode).
+        loss, bce, weighted = obce_loss(logits, labels, self.label_distances, return_parts=True)
+        loss = bce if self.config.classification_loss == "bce" else loss
+        spa = spa_alignment_loss(audio_embeds, self.label_embeds(), labels) if self.config.spa_alpha > 0 else None
+        loss = loss if spa is None else loss + self.config.spa_alpha * spa
         return SPAOutput(
             loss=loss, logits=logits, audio_embeds=audio_embeds, bce_loss=bce, obce_loss=weighted, spa_loss=spa
         )

@@ -117,6 +117,8 @@ def class_mids(data_args: DataArguments) -> list[str] | None:
 
 def build_model(model_args: ModelArguments, data_args: DataArguments) -> SPAForAudioClassification:
     model = new_model(model_args, data_args)
+    if model.config.frontend.get("max_frames") is None:  # any-length backbone: inference windows = training clips
+        model.config.window_length_s = data_args.max_length_s
     # At α = 0, p_t takes no part in the loss: frozen, it is out of the optimizer and DDP waits for no gradient.
     model.text_projection.requires_grad_(model.config.spa_alpha > 0)
     return model

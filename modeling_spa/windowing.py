@@ -1,0 +1,201 @@
+"""Clips longer than the model's window: window positions, score aggregation, windows of a streamed file.
+
+One rule serves the model at inference (`SPAForAudioClassification.forward`, and so the audio-classification
+pipeline) and `spa-tag` (which streams files), so both give the same scores for the same clip.
+
+- Positions: a clip of N samples, window W, hop H has windows starting at 0, H, 2H, ... as long as they fit, and,
+  when the last of them stops short of the end, one more that ends at the end (starts at N - W). Every window of
+  a clip longer than W is therefore full-length: a short tail is merged into an end-aligned window, never scored
+  alone. A clip of at most W samples is one window.
+- Aggregation: `mean` of the windows' sigmoid scores, weighted by the real samples of each window (the default),
+  or `max`. The aggregate is returned as a logit, so `sigmoid(logits)` stays the clip's score.
+- Window length: `SPAConfig.window_length_s`; None derives it: for a front-end with a fixed `max_frames` (AST,
+  PaSST, HTS-AT) the longest clip those frames hold, so a fixed-length backbone never sees more frames than it was
+  built for; otherwise 10 s (`recipes/train.py` records its training clip length instead). The hop
+  (`window_hop_s`) defaults to the window length: no overlap, each sample scored once except where the
+  end-aligned window overlaps its predecessor.
+
+This module imports neither soundfile nor the data code: it travels with the model's remote code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import soxr
+import torch
+
+AGGREGATIONS = ("mean", "max")
+DEFAULT_WINDOW_S = 10.0
+WINDOWS_PER_BATCH = 16
+# soxr quality of every resampling path (extractor, training data, streamed files): with one setting, a stream
+# resampled block by block equals the one-shot result exactly (soxr 1.1).
+RESAMPLE_QUALITY = "HQ"
+# float64 probabilities are kept in [1e-12, 1 - 1e-12] before the logit, which stays within about ±27.6.
+PROBABILITY_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    """Window length and hop in samples at the model's rate, and the aggregation."""
+
+    length: int
+    hop: int
+    aggregation: str
+
+
+def frontend_span(frontend: dict) -> int | None:
+    """The longest clip, in samples, whose frames all fit in the front-end's `max_frames` (None: no limit).
+
+    Centred framing gives 1 + N // hop frames, so `max_frames` frames hold max_frames * hop - 1 samples. Kaldi
+    framing gives 1 + (N - win_length) // hop frames; samples after the end of the last whole frame belong to no
+    frame, so the span stops there. Signal-level pre-emphasis drops one sample first.
+    """
+    frames = frontend.get("max_frames")
+    if frames is None:
+        return None
+    dropped = int(bool(frontend.get("preemphasis")) and not frontend.get("preemphasis_per_frame"))
+    if frontend.get("center", True):
+        return frames * frontend["hop_length"] - 1 + dropped
+    return (frames - 1) * frontend["hop_length"] + frontend["win_length"] + dropped
+
+
+def window_settings(config, hop_s: float | None = None, aggregation: str | None = None) -> WindowSettings:
+    """The window of an `SPAConfig` (see the module docstring); `hop_s` and `aggregation` override the config's."""
+    rate = config.frontend["sampling_rate"]
+    span = frontend_span(config.frontend)
+    if config.window_length_s is not None:
+        length = round(config.window_length_s * rate)
+    else:
+        length = span if span is not None else round(DEFAULT_WINDOW_S * rate)
+    if length <= 0:
+        raise ValueError(f"window_length_s must be positive, got {config.window_length_s}")
+    if span is not None and length > span:
+        raise ValueError(
+            f"window_length_s={config.window_length_s} is {length} samples, more than the {span} that the "
+            f"front-end's max_frames={config.frontend['max_frames']} hold; use at most {span / rate:.4f} s or None"
+        )
+    hop_s = config.window_hop_s if hop_s is None else hop_s
+    hop = length if hop_s is None else round(hop_s * rate)
+    if not 0 < hop <= length:
+        raise ValueError(f"The window hop must be positive and at most the window ({length / rate} s), got {hop_s} s")
+    aggregation = config.window_aggregation if aggregation is None else aggregation
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"Window aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    return WindowSettings(length, hop, aggregation)
+
+
+def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
+    """Start positions of the windows of a clip of `num_samples` samples (see the module docstring)."""
+    if num_samples <= window:
+        return [0]
+    starts = list(range(0, num_samples - window + 1, hop))
+    if starts[-1] + window < num_samples:
+        starts.append(num_samples - window)
+    return starts
+
+
+def aggregate_logits(logits: torch.Tensor, weights: Sequence[float] | torch.Tensor, aggregation: str) -> torch.Tensor:
+    """One clip's logits (num_labels,) from its windows' logits (windows, num_labels).
+
+    `max` takes the largest logit (the sigmoid is monotonic, so it is the largest score). `mean` averages the
+    sigmoid scores weighted by `weights` (the real samples of each window), in float64, and returns the logit of
+    that mean, clamped so that it stays finite. One window is returned unchanged.
+    """
+    if logits.shape[0] == 1:
+        return logits[0]
+    if aggregation == "max":
+        return logits.max(dim=0).values
+    if aggregation != "mean":
+        raise ValueError(f"Window aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    weights = torch.as_tensor(weights, dtype=torch.float64, device=logits.device)
+    mean = (logits.double().sigmoid() * weights[:, None]).sum(dim=0) / weights.sum()
+    return torch.logit(mean, eps=PROBABILITY_EPS).to(logits.dtype)
+
+
+def forward_in_windows(
+    model, input_values: torch.Tensor, attention_mask: torch.Tensor | None, settings: WindowSettings
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and audio embeddings of clips longer than the window: each row (its real length from the mask) is
+    cut into windows, the windows of all rows are scored by `model` in batches of `WINDOWS_PER_BATCH`, and each
+    row's results are aggregated: logits by `settings.aggregation`, embeddings by their mean weighted by the real
+    samples of each window. Every window is `settings.length` samples long, so `model` does not window again.
+    """
+    length = settings.length
+    if attention_mask is None:
+        lengths = [input_values.shape[-1]] * input_values.shape[0]
+    else:
+        lengths = attention_mask.long().sum(dim=-1).tolist()
+    spans = [(row, start) for row, n in enumerate(lengths) for start in window_starts(n, length, settings.hop)]
+    logits, embeds = [], []
+    for first in range(0, len(spans), WINDOWS_PER_BATCH):
+        chunk = spans[first : first + WINDOWS_PER_BATCH]
+        values = torch.stack([input_values[row, start : start + length] for row, start in chunk])
+        mask = None
+        if attention_mask is not None:
+            mask = torch.stack([attention_mask[row, start : start + length] for row, start in chunk])
+        output = model(input_values=values, attention_mask=mask)
+        logits.append(output.logits)
+        embeds.append(output.audio_embeds)
+    logits, embeds = torch.cat(logits), torch.cat(embeds)
+    rows = torch.tensor([row for row, _ in spans], device=logits.device)
+    clip_logits, clip_embeds = [], []
+    for row, n in enumerate(lengths):
+        mine = rows == row
+        # Every window of a row holds min(n, length) real samples: those of a longer clip are all full-length.
+        weights = torch.full((int(mine.sum()),), float(min(n, length)), dtype=torch.float64, device=logits.device)
+        clip_logits.append(aggregate_logits(logits[mine], weights, settings.aggregation))
+        clip_embeds.append(embeds[mine].double().mul(weights[:, None]).sum(dim=0).div(weights.sum()).to(embeds.dtype))
+    return torch.stack(clip_logits), torch.stack(clip_embeds)
+
+
+def stream_windows(
+    blocks: Iterable[np.ndarray], rate: int, sampling_rate: int, window: int, hop: int
+) -> Iterator[np.ndarray]:
+    """The windows of a clip that arrives in blocks of (frames, channels) float32 samples at `rate`.
+
+    Each block is mixed to mono and resampled to `sampling_rate` by a soxr stream; the windows are those of
+    `window_starts` over the whole clip (float32, `window` samples, or the whole clip when it is no longer), equal
+    to what mixing and resampling the whole clip at once (`soxr.resample`, quality `RESAMPLE_QUALITY`) and slicing
+    would give. Only the samples later windows need are kept: memory stays at about one window plus one block.
+    """
+    resampler = None
+    if rate != sampling_rate:
+        resampler = soxr.ResampleStream(rate, sampling_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+    buffer = np.zeros(0, dtype=np.float32)
+    offset = start = covered = 0  # clip positions of buffer[0], of the next regular window, of the covered end
+    for piece in _mono_pieces(blocks, resampler):
+        buffer = np.concatenate([buffer, piece])
+        end = offset + len(buffer)
+        while start + window <= end:
+            yield buffer[start - offset : start - offset + window].copy()
+            covered, start = start + window, start + hop
+        # Keep what the next regular window needs, and the last `window` samples for an end-aligned one.
+        drop = max(min(start, end - window) - offset, 0)
+        buffer, offset = buffer[drop:], offset + drop
+    if covered == 0 and len(buffer):
+        yield buffer.copy()
+    elif covered and covered < offset + len(buffer):
+        yield buffer[len(buffer) - window :].copy()
+
+
+def _mono_pieces(blocks: Iterable[np.ndarray], resampler: soxr.ResampleStream | None) -> Iterator[np.ndarray]:
+    for block in blocks:
+        mono = np.ascontiguousarray(block.mean(axis=1), dtype=np.float32)
+        yield mono if resampler is None else resampler.resample_chunk(mono)
+    if resampler is not None:
+        yield resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+
+
+__all__ = [
+    "AGGREGATIONS",
+    "WindowSettings",
+    "aggregate_logits",
+    "forward_in_windows",
+    "frontend_span",
+    "stream_windows",
+    "window_settings",
+    "window_starts",
+]
