@@ -177,7 +177,10 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         if not self.training and input_values.shape[-1] > window_settings(self.config).length:
             return self._forward_windows(input_values, attention_mask, labels)
         audio_embeds = self.spa(input_values, attention_mask).audio_embeds
-        logits = self.classifier(audio_embeds)
+        return self._output(self.classifier(audio_embeds), audio_embeds, labels)
+
+    def _output(self, logits: torch.Tensor, audio_embeds: torch.Tensor, labels: torch.Tensor | None) -> SPAOutput:
+        """The output, with (L_BCE + L_OBCE)/2 (or L_BCE) + α · L_SPA and its parts when `labels` are given."""
         if labels is None:
             return SPAOutput(logits=logits, audio_embeds=audio_embeds)
         self._check_label_buffers()
@@ -198,16 +201,7 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         """`forward` for clips longer than the window: logits = logit(aggregated window scores), audio_embeds = the
         mean of the window embeddings weighted by their real samples; with labels, the loss of those outputs."""
         logits, audio_embeds = forward_in_windows(self, input_values, attention_mask, window_settings(self.config))
-        if labels is None:
-            return SPAOutput(logits=logits, audio_embeds=audio_embeds)
-        # The loss as in `forward`, on the aggregated outputs (an evaluation loop that passes labels in eval mode).
-        loss, bce, weighted = obce_loss(logits, labels, self.label_distances, return_parts=True)
-        loss = bce if self.config.classification_loss == "bce" else loss
-        spa = spa_alignment_loss(audio_embeds, self.label_embeds(), labels) if self.config.spa_alpha > 0 else None
-        loss = loss if spa is None else loss + self.config.spa_alpha * spa
-        return SPAOutput(
-            loss=loss, logits=logits, audio_embeds=audio_embeds, bce_loss=bce, obce_loss=weighted, spa_loss=spa
-        )
+        return self._output(logits, audio_embeds, labels)  # with labels: an evaluation loop in eval mode
 
     @classmethod
     def from_backbone(
