@@ -1,17 +1,37 @@
 """Model cards: the `hub_cards/model_card.md` template filled from a config and evaluation results.
 
-The YAML header carries a `model-index` so the Hub shows the mAP and OmAP figures.
+The YAML header carries a `model-index` so the Hub shows the mAP and OmAP figures. The templates are package data
+(`modeling_spa.card_templates`, the top-level `hub_cards/` folder), so a wheel install renders them too.
 """
 
 from __future__ import annotations
 
+import os
+from importlib import resources
 from pathlib import Path
 from string import Template
 
 from huggingface_hub import EvalResult, ModelCardData
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "hub_cards"
 METRICS = (("map", "mAP"), ("omap", "OmAP"))
+
+
+def read_template(name: str) -> str:
+    """A card template shipped with the package, e.g. "model_card.md"."""
+    return resources.files("modeling_spa.card_templates").joinpath(name).read_text(encoding="utf-8")
+
+
+def dataset_id(dataset: str) -> str:
+    """What a card records as the dataset: a Hub id as it is, a local build by its folder's name (never a path).
+
+    A local path would mean nothing on the Hub and would publish the trainer's directory layout.
+    """
+    if not os.path.exists(dataset):
+        return dataset  # a Hub id, e.g. agkphysics/AudioSet
+    path = Path(dataset).resolve()
+    if path.is_file():  # one parquet file: name the build it belongs to
+        path = path.parent.parent if path.parent.name == "data" else path.parent
+    return path.name
 
 
 def _results_table(results: dict[str, dict[str, float]]) -> str:
@@ -33,6 +53,7 @@ def render_model_card(
 ) -> str:
     """The model card text. `results` maps a split name to at least {"map": ..., "omap": ...}."""
     results = results or {}
+    dataset = dataset_id(dataset)
     card_data = ModelCardData(
         model_name=repo_id.split("/")[-1],
         license=license,
@@ -59,7 +80,7 @@ def render_model_card(
     names = config.label_names
     alpha = config.spa_alpha
     loss = "(L_BCE + L_OBCE)/2" if config.classification_loss == "obce" else "L_BCE"
-    text = Path(template or TEMPLATES / "model_card.md").read_text(encoding="utf-8")
+    text = Path(template).read_text(encoding="utf-8") if template else read_template("model_card.md")
     return Template(text).substitute(
         card_data=card_data.to_yaml(),
         model_name=repo_id.split("/")[-1],

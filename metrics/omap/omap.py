@@ -1,10 +1,14 @@
-"""OmAP: ontology-aware mean average precision for AudioSet-style multi-label tagging, as an `evaluate` metric."""
+"""OmAP: ontology-aware mean average precision for AudioSet-style multi-label tagging, as an `evaluate` metric.
+
+Self-contained: it needs `evaluate`, `datasets` and numpy, and its core `omap_core.py` beside it (evaluate copies
+relative imports along). Only the default AudioSet distances (`distances=None`) need the `spa-audio-tagging` package.
+"""
 
 import datasets
 import evaluate
 import numpy as np
 
-from modeling_spa.metrics import compute_omap
+from .omap_core import compute_omap
 
 _DESCRIPTION = """\
 Ontology-aware mAP (OmAP, Liu et al., INTERSPEECH 2023) weights every false positive by how far, in the
@@ -19,14 +23,14 @@ Args:
     predictions (`list` of `list` of `float`): (clips, classes) scores; only their ranking matters.
     references (`list` of `list` of `int`): (clips, classes) binary labels.
     distances (`list` of `list` of `int`, optional): (classes, classes) ontology hop distances. Default: the
-        527 AudioSet labels in the order of `class_labels_indices.csv` (needs the ontology files, see
-        `modeling_spa.ontology_files`).
+        527 AudioSet labels in the order of `class_labels_indices.csv` (needs the `spa-audio-tagging` package and
+        the ontology files it finds; see its README).
 Returns:
     map (`float`), omap (`float`), omap_per_lambda (`list` of Dmax+1 `float`), ap_per_class (`list`, NaN for
     classes without positives), omap_ap_per_class (`list` of lists, levels x classes), n_classes_evaluated,
     n_classes_without_positives, n_clips_without_positives (`int`).
 Examples:
-    >>> omap = evaluate.load("omap")
+    >>> omap = evaluate.load("spa-audio-tagging/omap")
     >>> distances = [[0, 1, 3], [1, 0, 2], [3, 2, 0]]
     >>> result = omap.compute(
     ...     predictions=[[0.9, 0.8, 0.1], [0.2, 0.7, 0.6], [0.1, 0.3, 0.9], [0.8, 0.1, 0.2]],

@@ -1,0 +1,46 @@
+"""Model cards: a Hub-ready model-index, whatever the dataset argument was."""
+
+import yaml
+
+from modeling_spa import SPAConfig
+from modeling_spa.frontend import frontend_preset
+from modeling_spa.hub_cards import dataset_id, render_model_card
+
+RESULTS = {"validation": {"map": 0.5, "omap": 0.75}, "test": {"map": 0.4, "omap": 0.7}}
+
+
+def card_metadata(card: str) -> dict:
+    return yaml.safe_load(card.split("---")[1])
+
+
+def config() -> SPAConfig:
+    return SPAConfig(
+        backbone="demo_cnn",
+        audio_config={"hidden_sizes": [4], "num_mel_bins": 64},
+        frontend=frontend_preset("tiny"),
+        label_mids=["/m/09x0r", "/m/05zppz"],
+        label_names=["Speech", "Male speech, man speaking"],
+    )
+
+
+def test_a_local_build_is_recorded_by_its_folder_name_never_its_path(tmp_path):
+    build = tmp_path / "my_audioset_build"
+    (build / "data").mkdir(parents=True)
+    shard = build / "data" / "train-00000-of-00001.parquet"
+    shard.write_bytes(b"")
+    for given in (str(build), str(shard), f"{build}/"):
+        assert dataset_id(given) == "my_audioset_build", given
+        card = render_model_card(config(), "org/spa-tiny", RESULTS, dataset=given)
+        assert str(tmp_path) not in card
+        [index] = card_metadata(card)["model-index"]
+        assert {r["dataset"]["name"] for r in index["results"]} == {"my_audioset_build"}
+        assert {r["dataset"]["type"] for r in index["results"]} == {"my_audioset_build"}
+
+
+def test_a_hub_dataset_keeps_its_id():
+    card = render_model_card(config(), "org/spa-tiny", RESULTS, dataset="agkphysics/AudioSet")
+    [index] = card_metadata(card)["model-index"]
+    assert {r["dataset"]["type"] for r in index["results"]} == {"agkphysics/AudioSet"}
+    values = {(r["dataset"]["split"], m["type"]): m["value"] for r in index["results"] for m in r["metrics"]}
+    assert values == {("validation", "map"): 0.5, ("validation", "omap"): 0.75, ("test", "map"): 0.4,
+                      ("test", "omap"): 0.7}  # fmt: skip
