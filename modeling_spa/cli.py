@@ -60,6 +60,10 @@ def _batches(windows: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarr
         yield batch
 
 
+def too_short(samples: int, rate: int, min_samples: int) -> str:
+    return f"too short: {samples} sample(s) at {rate} Hz, one analysis window of the model needs {min_samples}"
+
+
 def file_scores(
     path: str,
     model,
@@ -71,7 +75,7 @@ def file_scores(
     """Sigmoid scores (num_labels,) of one file: its windows scored in batches and aggregated as the model does.
 
     The window length comes from the model's config; `hop_s` and `aggregation` override the config's. A file
-    shorter than one analysis window of the model's front-end is a `ValueError`.
+    shorter than one analysis window of the model's front-end is a `BadAudioError`.
     """
     settings = window_settings(model.config, hop_s, aggregation)
     rate = extractor.sampling_rate
@@ -79,16 +83,14 @@ def file_scores(
     logits, weights = [], []
     for batch in _batches(file_windows(path, rate, settings.length, settings.hop), windows_per_batch):
         if len(batch[0]) < min_samples:  # only a whole file can be shorter than the window
-            raise ValueError(
-                f"{len(batch[0])} samples at {rate} Hz, shorter than one analysis window of the model ({min_samples})"
-            )
+            raise BadAudioError(path, too_short(len(batch[0]), rate, min_samples))
         # The extractor's defaults, as in the pipeline: a file shorter than the window is padded the same way.
         inputs = extractor(batch, sampling_rate=rate, return_tensors="pt")
         with torch.inference_mode():
             logits.append(model(**inputs.to(model.device)).logits.float().cpu())
         weights += [len(window) for window in batch]
-    if not logits:
-        raise BadAudioError(path, "empty audio")
+    if not logits:  # an empty file, or one that resamples to nothing (1 sample at 96 kHz)
+        raise BadAudioError(path, too_short(0, rate, min_samples))
     return aggregate_logits(torch.cat(logits), weights, settings.aggregation).sigmoid().numpy()
 
 

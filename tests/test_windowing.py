@@ -272,12 +272,13 @@ def test_spa_tag_on_a_32_01_s_file_and_a_too_short_one(cnn, tmp_path, capsys):
     wave = noise(32.01, 10)
     soundfile.write(tmp_path / "long.flac", wave, RATE, subtype="PCM_24")
     soundfile.write(tmp_path / "tiny.wav", np.zeros(100, dtype=np.float32), RATE)
-    code = cli.main(
-        [str(tmp_path / "long.flac"), str(tmp_path / "tiny.wav"), "--model", str(path), "--json", "--top-k", "7"]
-    )
+    soundfile.write(tmp_path / "one_sample_96k.wav", np.full(1, 0.5, dtype=np.float32), 96000)  # resamples to none
+    files = [str(tmp_path / name) for name in ("long.flac", "tiny.wav", "one_sample_96k.wav")]
+    code = cli.main([*files, "--model", str(path), "--json", "--top-k", "7"])
     captured = capsys.readouterr()
     assert code == 1
-    assert "tiny.wav" in captured.err and "shorter than one analysis window" in captured.err
+    assert f"{tmp_path / 'tiny.wav'}: too short: 100 sample(s) at {RATE} Hz" in captured.err
+    assert f"{tmp_path / 'one_sample_96k.wav'}: too short: 0 sample(s)" in captured.err
     assert "long.flac" not in captured.err
     tagged = json.loads(captured.out.strip().splitlines()[-1])
     scores = {item["label"]: item["score"] for item in tagged["labels"]}
