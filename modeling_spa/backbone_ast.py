@@ -9,10 +9,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import ASTConfig, ASTModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 
 class ASTBackbone(nn.Module):
-    """(B, frames, mels) log-mel -> (B, hidden_size) pooled AST embedding. Frames must equal `max_length`."""
+    """(B, frames, mels) log-mel -> (B, hidden_size) pooled AST embedding. Frames must equal `max_length`.
+
+    `hidden_states` are the token sequences (B, 2 + patches, hidden_size) after the embeddings and after each layer,
+    `attentions` each layer's attention weights (with `attn_implementation="eager"`), both computed by `ASTModel`.
+    """
+
+    # Read by the SPA model's post_init, which gathers its children's: a device map must not split these.
+    _no_split_modules = list(ASTModel._no_split_modules)
 
     def __init__(self, config: ASTConfig):
         super().__init__()
@@ -22,10 +30,18 @@ class ASTBackbone(nn.Module):
     def config(self) -> ASTConfig:
         return self.ast.config
 
-    def forward(self, features: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        features: torch.Tensor,
+        frame_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> BaseModelOutputWithPooling:
         # AST attends over patches of a fixed-size spectrogram; padding frames were filled by the front-end the
         # way AST was trained (zeros before normalisation), so the mask is not needed here.
-        return self.ast(input_values=features).pooler_output
+        return self.ast(
+            input_values=features, output_hidden_states=output_hidden_states, output_attentions=output_attentions
+        )
 
     @classmethod
     def from_pretrained_ast(cls, name_or_path: str, **kwargs) -> ASTBackbone:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import AutoConfig, PreTrainedConfig
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 
 class DemoCNNConfig(PreTrainedConfig):
@@ -56,7 +57,12 @@ class DemoCNNBlock(nn.Module):
 
 
 class DemoCNNBackbone(nn.Module):
-    """(B, frames, mels) log-mel + frame mask -> (B, hidden_sizes[-1]) pooled embedding."""
+    """(B, frames, mels) log-mel + frame mask -> (B, hidden_sizes[-1]) pooled embedding.
+
+    `hidden_states` are the feature maps (B, channels, frames, mels), as for transformers' CNNs: the normalised
+    log-mel (one channel), then each block's output (time and frequency halved by each). No attention: `attentions`
+    is None.
+    """
 
     def __init__(self, config: DemoCNNConfig):
         super().__init__()
@@ -65,15 +71,30 @@ class DemoCNNBackbone(nn.Module):
         self.blocks = nn.ModuleList(DemoCNNBlock(a, b) for a, b in zip(channels[:-1], channels[1:], strict=True))
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, features: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        features: torch.Tensor,
+        frame_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> BaseModelOutputWithPooling:
         # Per-mel-bin batch norm (PANNs' bn0) absorbs the feature scale, so no dataset statistics are needed.
         hidden = self.input_norm(features.transpose(1, 2).unsqueeze(-1)).squeeze(-1).transpose(1, 2)
         hidden = hidden.unsqueeze(1)
+        hidden_states = [hidden]
         for block in self.blocks:
             hidden = block(hidden)
-        hidden = hidden.mean(dim=3)  # (B, C, frames')
+            hidden_states.append(hidden)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=hidden,
+            pooler_output=self.dropout(self._pool(hidden.mean(dim=3), frame_mask)),
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+        )
+
+    def _pool(self, hidden: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, C, frames') -> (B, C): mean + max over the frames of real audio."""
         if frame_mask is None:
-            return self.dropout(hidden.mean(dim=2) + hidden.amax(dim=2))
+            return hidden.mean(dim=2) + hidden.amax(dim=2)
         # Frames that are only padding must not enter the time pooling: pool the mask as each block pools time.
         mask = frame_mask[:, None].float()
         for _ in self.blocks:
@@ -83,4 +104,4 @@ class DemoCNNBackbone(nn.Module):
         peak = hidden.masked_fill(~mask, torch.finfo(hidden.dtype).min).amax(dim=2)
         # A clip without a single real frame (shorter than one window) pools to zeros, not to -3.4e38.
         peak = torch.where(mask.any(dim=2), peak, 0.0)
-        return self.dropout(mean + peak)
+        return mean + peak

@@ -1,6 +1,9 @@
 """The audio backbone registry: name -> config type, front-end preset, builder, pooled size.
 
-A backbone module maps log-mel features (B, frames, mels) and a frame mask to a pooled embedding (B, U).
+A backbone module maps log-mel features (B, frames, mels), a frame mask and the `output_hidden_states` /
+`output_attentions` flags to a `BaseModelOutputWithPooling` whose `pooler_output` is the pooled embedding (B, U);
+`hidden_states` and `attentions` are its own (None when not asked for or when it has none). A module that must not be
+split across devices declares it as transformers models do, in a `_no_split_modules` attribute of the backbone module.
 Adding one of the paper's other backbones is one file with its module plus one `register_backbone` call here.
 """
 
@@ -24,7 +27,7 @@ class BackboneSpec:
         name: registry key, stored in `SPAConfig.backbone`.
         config_class: its configuration class; `config_class.model_type` is stored with the config.
         frontend: name of its log-mel preset in `FRONTEND_PRESETS`.
-        build: config -> module with `forward(features, frame_mask) -> pooled`.
+        build: config -> module with `forward(features, frame_mask, output_hidden_states, output_attentions)`.
         pooled_size: config -> U, the size of the pooled embedding.
         load_pretrained: checkpoint id or path -> a built module with a `config` attribute (None: not offered).
     """

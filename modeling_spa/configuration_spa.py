@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
+from transformers.utils import logging
 
 from .backbones import BACKBONES, backbone_spec
 from .frontend import frontend_preset
@@ -11,6 +12,8 @@ from .ontology import DEFAULT_PROMPT, DESCRIPTION_STYLES
 from .windowing import window_settings
 
 CLASSIFICATION_LOSSES = ("obce", "bce")
+
+logger = logging.get_logger(__name__)
 
 
 class SPAConfig(PreTrainedConfig):
@@ -49,12 +52,25 @@ class SPAConfig(PreTrainedConfig):
             the clip, overlaps the one before).
         window_aggregation (`str`): `mean` (the default: the mean of the windows' sigmoid scores, weighted by the
             real samples of each window) or `max`.
+
+    Classes: `num_labels` is `len(id2label)`, as everywhere in transformers; `label_mids` and `label_paths` say which
+    AudioSet classes they are, and are either None or one per class. Changing the number of classes, the standard
+    re-heading `from_pretrained(path, num_labels=N, id2label=..., ignore_mismatched_sizes=True)` or
+    `config.num_labels = N`, sets `label_mids` and `label_paths` to None: the old mids describe other classes. The
+    model's `label_text_embeds` (N, V) and `label_distances` (N, N) buffers then no longer match the checkpoint's,
+    so they are re-initialised to zeros, the "not built" state of a model made from a config alone; a re-headed
+    model still predicts, and the new head trains with `classification_loss="bce"` and `spa_alpha=0`. Re-heading
+    to the same number of classes is a renaming: `label_mids`, `label_paths` and the buffers stay the checkpoint's.
+    For other AudioSet classes, of any number, build the model with
+    `SPAForAudioClassification.from_backbone(label_mids=...)`, which embeds their text and sets their distances.
     """
 
     model_type = "spa"
     sub_configs_defaults = {
         "audio_config": SubConfigSpec(config_class=AutoConfig, model_type="audio-spectrogram-transformer")
     }
+    # Trainer.predict keeps the outputs not named here: the logits alone, not the embeddings and loss parts.
+    keys_to_ignore_at_inference = ["audio_embeds", "bce_loss", "obce_loss", "spa_loss", "hidden_states", "attentions"]
 
     backbone: str = "ast"
     audio_config: PreTrainedConfig | dict | None = None
@@ -92,14 +108,21 @@ class SPAConfig(PreTrainedConfig):
             self.frontend = frontend_preset(backbone_spec(self.backbone).frontend)
         kwargs.setdefault("problem_type", "multi_label_classification")
         label_names = kwargs.pop("label_names", None)
+        if self.label_paths is not None:
+            self.label_paths = list(self.label_paths)
         if self.label_mids is not None:
             self.label_mids = list(self.label_mids)
             names = list(label_names) if label_names is not None else list(self.label_mids)
             if len(names) != len(self.label_mids):
                 raise ValueError(f"{len(self.label_mids)} label_mids but {len(names)} label_names.")
-            if self.id2label is None or len(self.id2label) != len(self.label_mids):
+            if self.label_paths is not None and len(self.label_paths) != len(self.label_mids):
+                raise ValueError(f"{len(self.label_mids)} label_mids but {len(self.label_paths)} label_paths.")
+            if self.id2label is None and kwargs.get("num_labels") in (None, len(names)):
                 self.id2label = dict(enumerate(names))
                 self.label2id = {name: i for i, name in enumerate(names)}
+        # An id2label of another length (a re-headed checkpoint) wins over the mids: it is what the weights have. A
+        # `num_labels` argument is applied by the base class, through the `id2label` hook in `__setattr__`.
+        self._forget_other_classes()
         super().__post_init__(**kwargs)
         if self.problem_type is None:
             self.problem_type = "multi_label_classification"
@@ -107,6 +130,24 @@ class SPAConfig(PreTrainedConfig):
             self.frontend["max_frames"] = self.audio_config.max_length  # fixed-size backbones (AST)
         backbone_spec(self.backbone).check(self.audio_config, self.frontend)
         window_settings(self)  # a bad window, hop or aggregation fails here, not at the first long clip
+
+    def __setattr__(self, key, value):
+        super().__setattr__(key, value)
+        if key == "id2label":  # also what `config.num_labels = N` sets
+            self._forget_other_classes()
+
+    def _forget_other_classes(self) -> None:
+        """Drop `label_mids` and `label_paths` when they no longer count one per class (see the class docstring)."""
+        # During __init__ the fields are set one by one: label_mids may still be the class default.
+        mids, paths = getattr(self, "label_mids", None), getattr(self, "label_paths", None)
+        if self.id2label is None or all(v is None or len(v) == len(self.id2label) for v in (mids, paths)):
+            return
+        logger.info(
+            f"{len(self.id2label)} classes where label_mids/label_paths name {len(mids or paths)}: they are dropped; "
+            "build label text and distances for new AudioSet classes with SPAForAudioClassification.from_backbone."
+        )
+        self.label_mids = None
+        self.label_paths = None
 
     @property
     def label_names(self) -> list[str]:

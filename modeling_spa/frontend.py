@@ -370,11 +370,12 @@ class LogMelFrontend(nn.Module):
         buffer[..., self.win_length :].zero_()
         windowed = buffer[..., : self.win_length]
         scale = 1.0 - coefficient if per_frame else 1.0
+        windowed.copy_(frames)
         if self.remove_dc_offset:
+            # In place on the view, not `out=` into it: inductor cannot recompile `out=` into a strided slice for new
+            # shapes, and the copy-then-subtract costs the same on the CPU.
             means = nn.functional.avg_pool1d(waveform[:, None], self.win_length, self.hop_length)[:, 0]
-            torch.sub(frames, (scale * means)[..., None], out=windowed)
-        else:
-            windowed.copy_(frames)
+            windowed.sub_((scale * means)[..., None])
         if per_frame:
             first = waveform[:, :: self.hop_length][:, :num_frames]
             windowed[..., 0] = scale * (first - means) if self.remove_dc_offset else scale * first

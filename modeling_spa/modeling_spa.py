@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, can_return_tuple
 
 from .backbones import backbone_spec
 from .configuration_spa import SPAConfig
@@ -27,10 +27,16 @@ class SPAModelOutput(ModelOutput):
     Args:
         audio_embeds (`(batch, projection_dim)`): E_a = p_a(f_a(X)).
         pooled_output (`(batch, backbone pooled size)`): the backbone's pooled embedding f_a(X).
+        hidden_states (`tuple[torch.FloatTensor]`, with `output_hidden_states=True`): the backbone's, e.g. AST's
+            token sequences after the embeddings and each layer, the demo CNN's feature maps (see its module).
+        attentions (`tuple[torch.FloatTensor]`, with `output_attentions=True`): the backbone's attention weights,
+            one per layer (AST, with `attn_implementation="eager"`); None for a backbone without attention.
     """
 
     audio_embeds: torch.FloatTensor | None = None
     pooled_output: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -43,6 +49,7 @@ class SPAOutput(ModelOutput):
         audio_embeds (`(batch, projection_dim)`): E_a.
         bce_loss, obce_loss, spa_loss: the parts, for logging: plain BCE, the ontology-weighted BCE, and L_SPA
             (`spa_loss` is only computed when α > 0).
+        hidden_states, attentions: the backbone's, as in [`SPAModelOutput`].
     """
 
     loss: torch.FloatTensor | None = None
@@ -51,6 +58,8 @@ class SPAOutput(ModelOutput):
     bce_loss: torch.FloatTensor | None = None
     obce_loss: torch.FloatTensor | None = None
     spa_loss: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 class SPAPreTrainedModel(PreTrainedModel):
@@ -59,6 +68,13 @@ class SPAPreTrainedModel(PreTrainedModel):
     main_input_name = "input_values"
     input_modalities = "audio"
     supports_gradient_checkpointing = False
+    # The attention, if any, is the backbone's: AST (an `ASTModel`) checks and runs sdpa, flash and flex attention
+    # itself, following the `audio_config` that the SPA config passes the implementation on to; the demo CNN has none.
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    # post_init adds the backbone module's own (AST: its embeddings and layers).
+    _no_split_modules = []
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -70,15 +86,16 @@ class SPAPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Conv2d):
             init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
         elif isinstance(module, LogMelFrontend):
             module.reset_buffers()
         elif isinstance(module, SPAForAudioClassification):
             # The label text and distances come from a builder or a checkpoint, never from initialisation.
             init.zeros_(module.label_text_embeds)
             init.zeros_(module.label_distances)
+        else:
+            # Norms, their running statistics included (a model made on the meta device, or loaded without them,
+            # would otherwise normalise with uninitialised memory), and whatever else transformers knows.
+            super()._init_weights(module)
 
 
 class SPAModel(SPAPreTrainedModel):
@@ -92,13 +109,37 @@ class SPAModel(SPAPreTrainedModel):
         self.audio_projection = nn.Linear(spec.pooled_size(config.audio_config), config.projection_dim)
         self.post_init()
 
+    @can_return_tuple
     def forward(
-        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
     ) -> SPAModelOutput:
-        """`input_values` (batch, samples) at the front-end rate; `attention_mask` marks real samples."""
+        """`input_values` (batch, samples) at the front-end rate; `attention_mask` marks real samples.
+
+        `output_attentions` / `output_hidden_states` default to the config's; `return_dict=False` (or
+        `config.return_dict = False`) returns a tuple of the outputs that are not None.
+        """
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         features, frame_mask = self.frontend(input_values, attention_mask)
-        pooled = self.backbone(features.to(self.audio_projection.weight.dtype), frame_mask)
-        return SPAModelOutput(audio_embeds=self.audio_projection(pooled), pooled_output=pooled)
+        backbone = self.backbone(
+            features.to(self.audio_projection.weight.dtype),
+            frame_mask,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+        pooled = backbone.pooler_output
+        return SPAModelOutput(
+            audio_embeds=self.audio_projection(pooled),
+            pooled_output=pooled,
+            hidden_states=backbone.hidden_states,
+            attentions=backbone.attentions,
+        )
 
 
 class SPAForAudioClassification(SPAPreTrainedModel):
@@ -164,25 +205,46 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         """E_t = p_t(T̂) for all C labels: (C, projection_dim)."""
         return self.text_projection(self.label_text_embeds.to(self.text_projection.weight.dtype))
 
+    @can_return_tuple
     def forward(
         self,
         input_values: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         **kwargs,
     ) -> SPAOutput:
-        """`labels` (batch, num_labels) multi-hot, soft labels allowed."""
-        # At inference, clips longer than the window (config.window_length_s) are scored window by window and
-        # aggregated, as spa-tag does (modeling_spa.windowing); in training the collator has cropped them.
+        """`labels` (batch, num_labels) multi-hot, soft labels allowed. Other arguments as in [`SPAModel.forward`].
+
+        At inference, clips longer than the window (`config.window_length_s`) are scored window by window and
+        aggregated, as spa-tag does (`modeling_spa.windowing`); that path returns no hidden states or attentions.
+        In training the data collator has cropped the clips.
+        """
         if not self.training and input_values.shape[-1] > window_settings(self.config).length:
             return self._forward_windows(input_values, attention_mask, labels)
-        audio_embeds = self.spa(input_values, attention_mask).audio_embeds
-        return self._output(self.classifier(audio_embeds), audio_embeds, labels)
+        outputs = self.spa(
+            input_values,
+            attention_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        audio_embeds = outputs.audio_embeds
+        return self._output(
+            self.classifier(audio_embeds),
+            audio_embeds,
+            labels,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
 
-    def _output(self, logits: torch.Tensor, audio_embeds: torch.Tensor, labels: torch.Tensor | None) -> SPAOutput:
+    def _output(
+        self, logits: torch.Tensor, audio_embeds: torch.Tensor, labels: torch.Tensor | None, **backbone
+    ) -> SPAOutput:
         """The output, with (L_BCE + L_OBCE)/2 (or L_BCE) + α · L_SPA and its parts when `labels` are given."""
         if labels is None:
-            return SPAOutput(logits=logits, audio_embeds=audio_embeds)
+            return SPAOutput(logits=logits, audio_embeds=audio_embeds, **backbone)
         self._check_label_buffers()
         loss, bce, weighted = obce_loss(logits, labels, self.label_distances, return_parts=True)
         if self.config.classification_loss == "bce":
@@ -192,7 +254,13 @@ class SPAForAudioClassification(SPAPreTrainedModel):
             spa = spa_alignment_loss(audio_embeds, self.label_embeds(), labels)
             loss = loss + self.config.spa_alpha * spa
         return SPAOutput(
-            loss=loss, logits=logits, audio_embeds=audio_embeds, bce_loss=bce, obce_loss=weighted, spa_loss=spa
+            loss=loss,
+            logits=logits,
+            audio_embeds=audio_embeds,
+            bce_loss=bce,
+            obce_loss=weighted,
+            spa_loss=spa,
+            **backbone,
         )
 
     def _forward_windows(

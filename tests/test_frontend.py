@@ -216,6 +216,19 @@ def test_max_frames_pads_and_crops():
     assert torch.allclose(short[0, 101:], torch.tensor((math.log(1e-5) + 4.5) / 5))
 
 
+def test_torch_compile_follows_new_batch_sizes_and_lengths():
+    # The AST preset removes each frame's DC offset: inductor used to crash recompiling it for a second shape.
+    module = frontend("ast", max_frames=None)
+    compiled = torch.compile(module)
+    for batch_size, seconds in ((2, 0.5), (3, 0.3)):
+        clips = [noisy_sine(seconds - 0.05 * row, module.sampling_rate, seed=row) for row in range(batch_size)]
+        values, mask = padded_batch(clips)
+        features, frame_mask = compiled(values, mask)
+        expected, expected_mask = module(values, mask)
+        assert torch.equal(frame_mask, expected_mask)
+        torch.testing.assert_close(features, expected, rtol=0, atol=1e-4)
+
+
 @pytest.mark.parametrize("name", ["ast", "passt"])
 def test_bfloat16_under_autocast_gives_float32_features(name):
     module = frontend(name)

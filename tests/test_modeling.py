@@ -1,9 +1,11 @@
+import copy
 import dataclasses
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -311,3 +313,121 @@ def test_a_model_built_from_a_bare_config_refuses_to_train(cnn_model, batch):
     bare = SPAForAudioClassification(cnn_model.config)
     bare.load_state_dict(cnn_model.state_dict())
     assert torch.isfinite(bare(waves, mask, labels=labels).loss)
+
+
+def test_reheading_round_trips(cnn_model, batch, tmp_path):
+    # The standard way to put a new head on a checkpoint: 7 AudioSet classes become 5 classes of one's own.
+    waves, mask, _ = batch
+    id2label = {i: f"class {i}" for i in range(5)}
+    model = SPAForAudioClassification.from_pretrained(
+        save(cnn_model, tmp_path / "seven"), num_labels=5, id2label=id2label, ignore_mismatched_sizes=True
+    )
+    assert model.config.num_labels == 5 and model.config.id2label == id2label
+    # The mids, paths, label text and distances of the 7 classes describe none of the 5: dropped, "not built".
+    assert model.config.label_mids is None and model.config.label_paths is None
+    assert model.label_text_embeds.shape == (5, 384) and not model.label_text_embeds.any()
+    assert model.label_distances.shape == (5, 5) and not model.label_distances.any()
+    assert torch.equal(model.spa.audio_projection.weight, cnn_model.spa.audio_projection.weight)
+    with torch.no_grad():
+        model.classifier.weight.normal_()  # as if fine-tuned
+    expected = model.eval()(waves, mask).logits
+    model.save_pretrained(tmp_path / "five")
+    reloaded, info = SPAForAudioClassification.from_pretrained(tmp_path / "five", output_loading_info=True)
+    assert not any(info.values()), info
+    assert reloaded.config.id2label == id2label and reloaded.config.label_mids is None
+    assert torch.equal(reloaded.eval()(waves, mask).logits, expected)
+
+
+def test_config_keeps_its_number_of_classes(mids, ontology):
+    paths = ontology.descriptions("concat", mids)
+    config = SPAConfig(backbone="demo_cnn", frontend=TINY_FRONTEND, label_mids=mids, label_paths=paths)
+    renamed = SPAConfig.from_dict(config.to_dict())
+    renamed.id2label = {i: name.upper() for i, name in config.id2label.items()}  # same classes, other names
+    assert renamed.label_mids == mids and renamed.label_paths == paths
+    config.num_labels = 5
+    assert config.label_mids is None and config.label_paths is None
+    again = SPAConfig.from_dict(config.to_dict())
+    assert again.num_labels == 5 and again.label_mids is None
+    # What re-heading saved before: the mids of 7 classes beside a head of 5. The head, as in the weights, wins.
+    stale = {**SPAConfig(backbone="demo_cnn", frontend=TINY_FRONTEND, label_mids=mids).to_dict(), "id2label": {}}
+    stale["id2label"] = {str(i): f"class {i}" for i in range(5)}
+    assert SPAConfig.from_dict(stale).num_labels == 5 and SPAConfig.from_dict(stale).label_mids is None
+    with pytest.raises(ValueError, match="7 label_mids but 3 label_paths"):
+        SPAConfig(backbone="demo_cnn", frontend=TINY_FRONTEND, label_mids=mids, label_paths=paths[:3])
+
+
+def test_batchnorm_statistics_are_initialised(cnn_model, batch, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    waves, mask, _ = batch
+    # Built on the meta device, then given memory that holds garbage: init_weights must set every statistic.
+    with torch.device("meta"):
+        model = SPAForAudioClassification(cnn_model.config)
+    model.to_empty(device="cpu")
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            tensor.fill_(float("nan") if tensor.is_floating_point() else 7)
+    model.init_weights()
+    # A checkpoint without the running statistics: they are initialised, the rest is loaded.
+    path = save(cnn_model, tmp_path / "ckpt")
+    weights = load_file(path / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if "running_" not in k}, path / "model.safetensors", {"format": "pt"})
+    loaded = SPAForAudioClassification.from_pretrained(path)
+    for candidate in (model, loaded):
+        norms = [m for m in candidate.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert norms and all(bool((m.running_mean == 0).all() and (m.running_var == 1).all()) for m in norms)
+        assert all(int(m.num_batches_tracked) == 0 for m in norms)
+        assert torch.isfinite(candidate.eval()(waves, mask).logits).all()
+    assert torch.equal(loaded.spa.backbone.blocks[0].conv1.weight, cnn_model.spa.backbone.blocks[0].conv1.weight)
+
+
+def test_outputs_follow_transformers_conventions(cnn_model, batch):
+    waves, mask, labels = batch
+    out = cnn_model(waves, mask, labels=labels, output_hidden_states=True)
+    # The demo CNN's hidden states are its feature maps: the normalised log-mel, then each block's output.
+    frames = 1 + 16000 // TINY_FRONTEND["hop_length"]
+    shapes = [tuple(h.shape) for h in out.hidden_states]
+    assert shapes == [(3, 1, frames, 64), (3, 8, (frames + 1) // 2, 32), (3, 16, (frames + 3) // 4, 16)]
+    assert out.attentions is None and cnn_model(waves, mask).hidden_states is None
+    as_tuple = cnn_model(waves, mask, labels=labels, return_dict=False)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == 6  # loss, logits, audio_embeds and the three parts
+    assert torch.equal(as_tuple[0], out.loss) and torch.equal(as_tuple[1], out.logits)
+    model = copy.deepcopy(cnn_model)
+    model.config.return_dict = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(model, (waves, mask), strict=True)  # tuples only: no ModelOutput dicts
+    assert torch.equal(traced(waves, mask)[0], out.logits)
+    exported = torch.export.export(cnn_model, (waves, mask))
+    torch.testing.assert_close(exported.module()(waves, mask).logits, out.logits)
+
+
+def test_ast_attention_implementations_and_device_map_units(mids, batch, tmp_path):
+    waves, mask, _ = batch
+    config = SPAConfig(backbone="ast", audio_config=TINY_AST.to_dict(), label_mids=mids, projection_dim=16)
+    save(SPAForAudioClassification(config), tmp_path / "ast")
+    models = {
+        name: SPAForAudioClassification.from_pretrained(tmp_path / "ast", attn_implementation=name).eval()
+        for name in ("sdpa", "eager")
+    }
+    for name, model in models.items():
+        assert model.config._attn_implementation == model.config.audio_config._attn_implementation == name
+    torch.testing.assert_close(models["sdpa"](waves, mask).logits, models["eager"](waves, mask).logits)
+    # A device map must not cut through an attention block.
+    assert {"ASTEmbeddings", "ASTLayer"} <= set(models["sdpa"]._no_split_modules)
+    out = models["eager"](waves, mask, output_attentions=True, output_hidden_states=True)
+    layers = TINY_AST.num_hidden_layers
+    assert len(out.attentions) == layers and len(out.hidden_states) == layers + 1
+    assert out.attentions[0].shape[1] == TINY_AST.num_attention_heads
+
+
+def test_trainer_predict_gives_the_logits(cnn_model, batch, tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    waves, mask, labels = batch
+    clips = [{"input_values": w, "attention_mask": m, "labels": y} for w, m, y in zip(waves, mask, labels, strict=True)]
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, report_to=[], use_cpu=True)
+    predictions = Trainer(model=copy.deepcopy(cnn_model), args=args).predict(clips).predictions
+    with torch.no_grad():
+        expected = cnn_model(waves, mask).logits
+    np.testing.assert_allclose(predictions, expected.numpy(), rtol=1e-5, atol=1e-6)
