@@ -1,0 +1,227 @@
+"""The public AudioSet checkpoints of the paper's backbones: finding them, reading them safely, matching their keys.
+
+- `resolve_checkpoint(source, releases)`: a local file as it is; a release's short name (e.g. `passt-s-swa-ap476`)
+  to its file in the cache (`$SPA_CACHE/checkpoints`, see `ontology_files.cache_dir`), downloaded once from its
+  original URL and verified against the pinned sha256; offline, an error naming the file, its URL and where to put
+  it.
+- `load_torch_checkpoint(path)`: `torch.load(weights_only=True)` only, never arbitrary unpickling. Files that also
+  hold NumPy arrays (PANNs' sampler state) are read with the few NumPy globals they need allow-listed. A truncated
+  file, a pickle that calls anything else, or something that is no checkpoint, each give an error naming the file.
+- `load_matching(module, state_dict, family, source)`: load a converted state dict, listing missing and unexpected
+  keys by name; a file of another family is named as such.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+import urllib.request
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .ontology_files import _offline, cache_dir
+
+_DOWNLOAD_TIMEOUT_S = 60
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Release:
+    """One public checkpoint file of a backbone family, as its authors published it.
+
+    Attributes:
+        name: the short name users pass (`pretrained_backbone="passt-s-swa-ap476"`).
+        backbone: the registry name of its family.
+        url: where the authors published it.
+        sha256: its pinned hash; the file is refused if it differs.
+        licence: the licence of the weights, for model cards.
+        description: one line for listings and cards (what it is, its published mAP).
+    """
+
+    name: str
+    backbone: str
+    url: str
+    sha256: str
+    licence: str
+    description: str = ""
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1].replace("%3D", "=")
+
+
+RELEASES: dict[str, Release] = {}
+
+
+def register_release(release: Release) -> None:
+    RELEASES[release.name] = release
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what is wrong."""
+
+
+def checkpoint_cache() -> Path:
+    return cache_dir() / "checkpoints"
+
+
+def sha256_of_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verified(path: Path, release: Release) -> Path:
+    digest = sha256_of_file(path)
+    if digest != release.sha256:
+        raise CheckpointError(
+            f"{path} has sha256 {digest}, but the release {release.name!r} ({release.url}) has {release.sha256}: "
+            "the file is damaged or not that release. Delete it and download it again."
+        )
+    return path
+
+
+def _download(release: Release, target: Path) -> Path:
+    if _offline():
+        raise FileNotFoundError(
+            f"The checkpoint {release.name!r} is not in the cache and downloads are off (HF_HUB_OFFLINE/SPA_OFFLINE). "
+            f"Download {release.url} and put it at {target}, or pass the file's path instead of the short name."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(release.url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
+            # Into a temporary file, renamed when complete and verified: an interrupted download leaves nothing.
+            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as tmp:
+                for chunk in iter(lambda: response.read(_CHUNK), b""):
+                    tmp.write(chunk)
+    except OSError as err:
+        raise FileNotFoundError(
+            f"Could not download the checkpoint {release.name!r} from {release.url} ({err}). Download it by other "
+            f"means and put it at {target}, or pass the file's path."
+        ) from err
+    try:
+        _verified(Path(tmp.name), release)
+    except CheckpointError:
+        os.unlink(tmp.name)
+        raise
+    os.replace(tmp.name, target)
+    return target
+
+
+def resolve_checkpoint(source: str | os.PathLike, releases: Mapping[str, Release] | None = None) -> Path:
+    """The local file of `source`: a path as it is, or a release's short name (cached, downloaded, verified)."""
+    releases = RELEASES if releases is None else releases
+    path = Path(source)
+    if path.is_file():
+        return path
+    release = releases.get(str(source))
+    if release is None:
+        known = ", ".join(sorted(releases)) or "none"
+        raise FileNotFoundError(f"{source!r} is neither a file nor a known release (known: {known}).")
+    cached = checkpoint_cache() / release.filename
+    if cached.is_file():
+        return _verified(cached, release)
+    return _download(release, cached)
+
+
+# NumPy globals that a PANNs checkpoint's `sampler` entry (plain arrays and scalars) needs, and nothing else: none
+# of them can run code. Arrays are rebuilt by `_reconstruct` from a dtype and raw bytes.
+def _numpy_globals() -> list:
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype, *_numpy_dtype_classes()]
+
+
+def _numpy_dtype_classes() -> list:
+    import numpy as np
+
+    return [type(np.dtype(kind)) for kind in ("b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8")]
+
+
+def load_torch_checkpoint(path: str | os.PathLike, allow_numpy: bool = False) -> dict:
+    """`torch.load(path, weights_only=True)` on the CPU, with errors that name the file.
+
+    `allow_numpy` allow-lists the NumPy globals of plain arrays (PANNs' checkpoints hold the sampler's arrays).
+    """
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(_numpy_globals() if allow_numpy else []):
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # weights_only refuses every global outside its allow-list: a malicious or unsupported pickle.
+        raise CheckpointError(
+            f"{path}: refused to unpickle it ({str(err).splitlines()[0]}). Only plain tensors and containers are "
+            "loaded from checkpoint files, never code; if this is the published checkpoint, report it."
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or truncated ({err}).") from err
+    if not isinstance(loaded, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors, got a {type(loaded).__name__}.")
+    return loaded
+
+
+def tensors_of(checkpoint: Mapping, path: str | os.PathLike, keys: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """The state dict inside a loaded checkpoint: the first of `keys` present (e.g. "model", "state_dict"), else
+    the checkpoint itself; an error naming the file if that holds no tensors."""
+    for key in keys:
+        if key in checkpoint:
+            checkpoint = checkpoint[key]
+            break
+    state = {name: value for name, value in checkpoint.items() if isinstance(value, torch.Tensor)}
+    if not state:
+        raise CheckpointError(f"{path}: holds no tensors (top-level keys: {sorted(map(str, checkpoint))[:10]}).")
+    return state
+
+
+def _listing(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor], family: str, source: str) -> None:
+    """Load `state_dict` (already in the module's names) into `module`; every difference is an error that lists the
+    keys. When most of the module's keys are missing, the file is named as a checkpoint of another family."""
+    expected = module.state_dict()
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    if len(missing) > len(expected) // 2:
+        raise CheckpointError(
+            f"{source} does not look like a {family} checkpoint: {len(missing)} of its {len(expected)} weights are "
+            f"missing (e.g. {_listing(missing, 4)}), and it has {len(unexpected)} weights {family} does not use "
+            f"(e.g. {_listing(unexpected, 4)})."
+        )
+    mismatched = [
+        f"{key} {tuple(state_dict[key].shape)} vs {tuple(expected[key].shape)}"
+        for key in expected
+        if key in state_dict and state_dict[key].shape != expected[key].shape
+    ]
+    problems = [
+        f"missing: {_listing(missing)}" if missing else "",
+        f"unexpected: {_listing(unexpected)}" if unexpected else "",
+        f"shape (file vs model): {_listing(mismatched)}" if mismatched else "",
+    ]
+    if any(problems):
+        raise CheckpointError(f"{source}: does not match the {family} model; " + "; ".join(p for p in problems if p))
+    module.load_state_dict(state_dict, strict=True)
+
+
+__all__ = [
+    "RELEASES",
+    "CheckpointError",
+    "Release",
+    "load_matching",
+    "load_torch_checkpoint",
+    "register_release",
+    "resolve_checkpoint",
+    "tensors_of",
+]
