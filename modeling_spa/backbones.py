@@ -26,18 +26,32 @@ class BackboneSpec:
     Attributes:
         name: registry key, stored in `SPAConfig.backbone`.
         config_class: its configuration class; `config_class.model_type` is stored with the config.
-        frontend: name of its log-mel preset in `FRONTEND_PRESETS`.
+        frontend: name of its log-mel preset in `FRONTEND_PRESETS`, or config -> name where it depends on the
+            checkpoint (HTS-AT: 32 kHz as trained on AudioSet, 48 kHz as CLAP's audio tower).
         build: config -> module with `forward(features, frame_mask, output_hidden_states, output_attentions)`.
         pooled_size: config -> U, the size of the pooled embedding.
-        load_pretrained: checkpoint id or path -> a built module with a `config` attribute (None: not offered).
+        load_pretrained: checkpoint (a file, a release's short name, a Hub id) -> a built module with a `config`
+            attribute and the checkpoint's weights (None: not offered).
+        max_frames: config -> the frames the backbone takes at most, or None for any length; the front-end's
+            `max_frames` must equal it (the default reads `config.max_length`, as AST's config has it).
+        licence: the licence of the family's public weights, for model cards.
+
+    A backbone module that keeps its family's original AudioSet head (off the SPA path) implements
+    `audioset_scores(features, frame_mask) -> (B, 527)` probabilities, the published model's own predictions, and
+    names the head's submodules in `audioset_head_modules` (frozen for training: they take no part in the loss).
     """
 
     name: str
     config_class: type[PreTrainedConfig]
-    frontend: str
+    frontend: str | Callable[[PreTrainedConfig], str]
     build: Callable[[PreTrainedConfig], nn.Module]
     pooled_size: Callable[[PreTrainedConfig], int]
     load_pretrained: Callable[[str], nn.Module] | None = None
+    max_frames: Callable[[PreTrainedConfig], int | None] = lambda config: getattr(config, "max_length", None)
+    licence: str = ""
+
+    def frontend_name(self, config: PreTrainedConfig) -> str:
+        return self.frontend if isinstance(self.frontend, str) else self.frontend(config)
 
     @property
     def config_type(self) -> str:
@@ -65,7 +79,7 @@ class BackboneSpec:
                 f"The front-end makes {frontend['n_mels']} mel bins but the {self.name} backbone expects "
                 f"num_mel_bins={config.num_mel_bins}."
             )
-        max_length = getattr(config, "max_length", None)
+        max_length = self.max_frames(config)
         if max_length is not None and frontend.get("max_frames") != max_length:
             raise ValueError(
                 f"The {self.name} backbone takes exactly {max_length} frames: set frontend['max_frames'] to "
@@ -88,5 +102,13 @@ def backbone_spec(name: str) -> BackboneSpec:
 
 register_backbone(BackboneSpec("demo_cnn", DemoCNNConfig, "tiny", DemoCNNBackbone, lambda c: c.hidden_sizes[-1]))
 register_backbone(
-    BackboneSpec("ast", ASTConfig, "ast", ASTBackbone, lambda c: c.hidden_size, ASTBackbone.from_pretrained_ast)
+    BackboneSpec(
+        "ast",
+        ASTConfig,
+        "ast",
+        ASTBackbone,
+        lambda c: c.hidden_size,
+        ASTBackbone.from_pretrained_ast,
+        licence="bsd-3-clause",  # MIT/ast-finetuned-audioset-10-10-0.4593, as the YuanGongND/ast repository
+    )
 )

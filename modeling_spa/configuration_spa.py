@@ -42,6 +42,8 @@ class SPAConfig(PreTrainedConfig):
             validation split between 0.1 and 0.3; in a shorter pilot run α = 1.0 drove L_SPA close to 0 and lowered
             both mAP and OmAP.
         classification_loss (`str`): `obce` for (L_BCE + L_OBCE)/2 as in the paper, `bce` for plain BCE.
+        pretrained_backbone (`str`, *optional*): the checkpoint the backbone was initialised from (a release's short
+            name, a file name or a Hub id), recorded for provenance and model cards.
         window_length_s (`float`, *optional*): at inference, clips longer than this are scored window by window
             (`modeling_spa.windowing`; `spa-tag` uses the same windows). None derives it: for a front-end with a
             fixed `max_frames` the longest clip those frames hold (AST: 10.255 s), otherwise 10 s;
@@ -86,6 +88,7 @@ class SPAConfig(PreTrainedConfig):
     prompt_template: str = DEFAULT_PROMPT
     spa_alpha: float = 0.3
     classification_loss: str = "obce"
+    pretrained_backbone: str | None = None
     window_length_s: float | None = None
     window_hop_s: float | None = None
     window_aggregation: str = "mean"
@@ -103,9 +106,10 @@ class SPAConfig(PreTrainedConfig):
                 f"classification_loss must be one of {CLASSIFICATION_LOSSES}, got {self.classification_loss!r}."
             )
         self.audio_config = backbone_spec(self.backbone).make_config(self.audio_config)
+        spec = backbone_spec(self.backbone)
         default_frontend = self.frontend is None
         if default_frontend:
-            self.frontend = frontend_preset(backbone_spec(self.backbone).frontend)
+            self.frontend = frontend_preset(spec.frontend_name(self.audio_config))
         kwargs.setdefault("problem_type", "multi_label_classification")
         label_names = kwargs.pop("label_names", None)
         if self.label_paths is not None:
@@ -126,9 +130,9 @@ class SPAConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         if self.problem_type is None:
             self.problem_type = "multi_label_classification"
-        if default_frontend and getattr(self.audio_config, "max_length", None) is not None:
-            self.frontend["max_frames"] = self.audio_config.max_length  # fixed-size backbones (AST)
-        backbone_spec(self.backbone).check(self.audio_config, self.frontend)
+        if default_frontend and spec.max_frames(self.audio_config) is not None:
+            self.frontend["max_frames"] = spec.max_frames(self.audio_config)  # fixed-size backbones (AST, PaSST)
+        spec.check(self.audio_config, self.frontend)
         window_settings(self)  # a bad window, hop or aggregation fails here, not at the first long clip
 
     def __setattr__(self, key, value):

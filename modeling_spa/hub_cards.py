@@ -34,6 +34,22 @@ def dataset_id(dataset: str) -> str:
     return path.name
 
 
+def backbone_checkpoint(config) -> str:
+    """The checkpoint the backbone started from, as recorded in the config; or that it was trained from scratch."""
+    return config.pretrained_backbone or getattr(config.audio_config, "_name_or_path", "") or "trained from scratch"
+
+
+def backbone_licence(config) -> str:
+    """The licence of the backbone's pretrained weights: its release's, else its family's."""
+    from .backbones import backbone_spec
+    from .checkpoints import RELEASES
+
+    if not (config.pretrained_backbone or getattr(config.audio_config, "_name_or_path", "")):
+        return "none (trained from scratch)"
+    release = RELEASES.get(config.pretrained_backbone or "")
+    return (release.licence if release else backbone_spec(config.backbone).licence) or "see the checkpoint's source"
+
+
 def _results_table(results: dict[str, dict[str, float]]) -> str:
     if not results:
         return "Not evaluated yet."
@@ -86,7 +102,8 @@ def render_model_card(
         model_name=repo_id.split("/")[-1],
         repo_id=repo_id,
         backbone=config.backbone,
-        pretrained_backbone=getattr(config.audio_config, "_name_or_path", "") or "trained from scratch",
+        pretrained_backbone=backbone_checkpoint(config),
+        backbone_licence=backbone_licence(config),
         frontend=f"{frontend['sampling_rate']} Hz, {frontend['n_mels']} mel, window {frontend['win_length']}, "
         f"hop {frontend['hop_length']}",
         num_labels=config.num_labels,

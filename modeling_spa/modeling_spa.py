@@ -3,6 +3,7 @@ the projected label-text embeddings (Liu & Ren, ICASSP 2024)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -201,6 +202,28 @@ class SPAForAudioClassification(SPAPreTrainedModel):
             )
         self._label_buffers_checked = key
 
+    def freeze_unused(self) -> None:
+        """Freeze what takes no part in the loss, so that DDP waits for no gradient and the optimizer holds no state
+        for it: p_t at α = 0, and the backbone's original AudioSet head (`audioset_head_modules`).
+
+        Call it after loading: `from_pretrained` re-creates parameters with `requires_grad=True`.
+        """
+        self.text_projection.requires_grad_(self.config.spa_alpha > 0)
+        for name in getattr(self.spa.backbone, "audioset_head_modules", ()):
+            self.spa.backbone.get_submodule(name).requires_grad_(False)
+
+    def audioset_scores(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The published checkpoint's own predictions: its original AudioSet head's (batch, 527) probabilities.
+
+        Off the SPA path (the classifier c_a gives `logits`); it shows that a converted checkpoint computes what its
+        authors' model computes, and it is the paper's "public checkpoint as is" baseline.
+        """
+        backbone = self.spa.backbone
+        if not hasattr(backbone, "audioset_scores"):
+            raise ValueError(f"The {self.config.backbone!r} backbone keeps no original AudioSet head.")
+        features, frame_mask = self.spa.frontend(input_values, attention_mask)
+        return backbone.audioset_scores(features.to(self.spa.audio_projection.weight.dtype), frame_mask)
+
     def label_embeds(self) -> torch.Tensor:
         """E_t = p_t(T̂) for all C labels: (C, projection_dim)."""
         return self.text_projection(self.label_text_embeds.to(self.text_projection.weight.dtype))
@@ -309,6 +332,10 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         if pretrained_backbone is not None:
             pretrained = spec.load_pretrained(pretrained_backbone)
             audio_config = pretrained.config if hasattr(pretrained, "config") else audio_config
+            # Provenance without the local directory layout: a file by its name, a short name or Hub id as given.
+            source = str(pretrained_backbone)
+            source = os.path.basename(source) if os.path.isfile(source) else source
+            config_kwargs.setdefault("pretrained_backbone", source)
         text = encode_label_descriptions(texts, text_encoder, text_encoder_revision, text_pooling)
         config = SPAConfig(
             backbone=backbone,

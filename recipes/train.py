@@ -119,8 +119,9 @@ def build_model(model_args: ModelArguments, data_args: DataArguments) -> SPAForA
     model = new_model(model_args, data_args)
     if model.config.frontend.get("max_frames") is None:  # any-length backbone: inference windows = training clips
         model.config.window_length_s = data_args.max_length_s
-    # At α = 0, p_t takes no part in the loss: frozen, it is out of the optimizer and DDP waits for no gradient.
-    model.text_projection.requires_grad_(model.config.spa_alpha > 0)
+    # p_t at α = 0 and the backbone's original AudioSet head take no part in the loss: frozen, they are out of the
+    # optimizer and DDP waits for no gradient.
+    model.freeze_unused()
     return model
 
 
