@@ -112,10 +112,12 @@ def main() -> None:
         print(
             f"{family:8s} {description}\n"
             f"  forward      ours {ours['forward_s'] * 1e3:8.1f} ms  peer {peer['forward_s'] * 1e3:8.1f} ms  "
-            f"ratio {row['forward_ratio']:.3f}   clips/s ours {ours['clips_per_s']:.1f} peer {peer['clips_per_s']:.1f}\n"
+            f"ratio {row['forward_ratio']:.3f}   "
+            f"clips/s ours {ours['clips_per_s']:.1f} peer {peer['clips_per_s']:.1f}\n"
             f"  fwd+bwd      ours {ours['train_step_s'] * 1e3:8.1f} ms  peer {peer['train_step_s'] * 1e3:8.1f} ms  "
             f"ratio {row['train_step_ratio']:.3f}\n"
-            f"  peak memory  ours {ours['peak_mb']:8.0f} MB  peer {peer['peak_mb']:8.0f} MB  ratio {row['memory_ratio']:.3f}",
+            f"  peak memory  ours {ours['peak_mb']:8.0f} MB  peer {peer['peak_mb']:8.0f} MB  "
+            f"ratio {row['memory_ratio']:.3f}",
             flush=True,
         )
     setting = {"batch": args.batch, "repeats": args.repeats, "device": args.device, "dtype": args.dtype}
