@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import AutoConfig, PreTrainedConfig
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 
@@ -40,7 +41,7 @@ class DemoCNNConfig(PreTrainedConfig):
 AutoConfig.register(DemoCNNConfig.model_type, DemoCNNConfig, exist_ok=True)
 
 
-class DemoCNNBlock(nn.Module):
+class DemoCNNBlock(GradientCheckpointingLayer):  # checkpointed when gradient checkpointing is on
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)

@@ -68,7 +68,7 @@ class SPAPreTrainedModel(PreTrainedModel):
     base_model_prefix = "spa"
     main_input_name = "input_values"
     input_modalities = "audio"
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True  # every backbone checkpoints its blocks (GradientCheckpointingLayer)
     # The attention, if any, is the backbone's: AST (an `ASTModel`) checks and runs sdpa, flash and flex attention
     # itself, following the `audio_config` that the SPA config passes the implementation on to; the demo CNN has none.
     _supports_sdpa = True
@@ -165,6 +165,7 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         # uint8: hop counts are small, and gloo (CPU DDP) cannot broadcast int16 buffers.
         self.register_buffer("label_distances", torch.zeros(config.num_labels, config.num_labels, dtype=torch.uint8))
         self.post_init()
+        self.freeze_unused()
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # register_for_auto_class maps one Auto class; AutoModel gets the same class (see the package docstring).
