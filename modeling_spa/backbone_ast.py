@@ -48,5 +48,11 @@ class ASTBackbone(nn.Module):
         """Wrap a pretrained `ASTModel` checkpoint (e.g. an AudioSet fine-tuned one); its head is dropped."""
         backbone = cls.__new__(cls)
         nn.Module.__init__(backbone)
-        backbone.ast = ASTModel.from_pretrained(name_or_path, **kwargs)
+        try:
+            backbone.ast = ASTModel.from_pretrained(name_or_path, **kwargs)
+        except OSError as err:
+            raise OSError(
+                f"AST checkpoint {name_or_path!r}: neither a local folder with an ASTModel nor loadable from the Hub "
+                f"({str(err).splitlines()[0]})"
+            ) from err
         return backbone

@@ -335,7 +335,7 @@ class SPAForAudioClassification(SPAPreTrainedModel):
             audio_config = pretrained.config if hasattr(pretrained, "config") else audio_config
             # Provenance without the local directory layout: a file by its name, a short name or Hub id as given.
             source = str(pretrained_backbone)
-            source = os.path.basename(source) if os.path.isfile(source) else source
+            source = os.path.basename(os.path.normpath(source)) if os.path.exists(source) else source
             config_kwargs.setdefault("pretrained_backbone", source)
         text = encode_label_descriptions(texts, text_encoder, text_encoder_revision, text_pooling)
         config = SPAConfig(

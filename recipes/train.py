@@ -36,6 +36,7 @@ from modeling_spa import SPAFeatureExtractor, SPAForAudioClassification, compute
 from modeling_spa.data import AudioSetCollator, load_audioset
 from modeling_spa.frontend import frontend_preset
 from modeling_spa.hub_cards import render_model_card
+from modeling_spa.publish import HubPushError, push_to_hub
 
 
 @dataclass
@@ -269,26 +270,6 @@ def training_summary(args: TrainArguments) -> str:
         f"AdamW lr {args.learning_rate} (weight decay {args.weight_decay}), {args.lr_scheduler} schedule with "
         f"{args.warmup_ratio:.0%} warm-up, mixed precision {args.mixed_precision}, seed {args.seed}."
     )
-
-
-class HubPushError(RuntimeError):
-    """The push failed; everything was saved locally first."""
-
-
-def push_to_hub(folder: Path, repo_id: str, private: bool) -> str:
-    """Upload `folder` to the Hub (token from HF_TOKEN or the login cache); a clear error if that fails."""
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=os.environ.get("HF_TOKEN"))
-    try:
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="Upload SPA model")
-    except Exception as err:  # offline, no token, no permission: all end the same way for the user
-        raise HubPushError(
-            f"Pushing to the Hub as {repo_id!r} failed ({type(err).__name__}: {err}). Everything is saved in "
-            f"{folder}; push it later with `huggingface-cli upload {repo_id} {folder}`."
-        ) from err
-    return getattr(commit, "commit_url", str(commit))
 
 
 # -- training ---------------------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from conftest import free_port
 from safetensors.torch import load_file
 from transformers import AutoModel
 
+from modeling_spa.publish import push_to_hub
+
 REPO = Path(__file__).resolve().parent.parent
 BAD_CLIPS = ["synth_bad_unreadable", "synth_bad_empty", "synth_bad_nan", "synth_bad_truncated",
              "synth_bad_one_sample_96k", "synth_bad_missing"]  # fmt: skip
@@ -237,7 +239,7 @@ def test_push_to_hub_uploads_the_folder(monkeypatch, tmp_path):
         huggingface_hub.HfApi, "upload_folder", lambda self, **kw: calls.update(upload=kw) or "https://hub/commit/1"
     )
     (tmp_path / "config.json").write_text("{}")
-    assert load_recipe("train").push_to_hub(tmp_path, "org/spa-tiny", private=True) == "https://hub/commit/1"
+    assert push_to_hub(tmp_path, "org/spa-tiny", private=True) == "https://hub/commit/1"
     assert calls["repo"] == ("org/spa-tiny", {"private": True, "exist_ok": True})
     assert calls["upload"]["folder_path"] == str(tmp_path) and calls["upload"]["repo_id"] == "org/spa-tiny"
 
