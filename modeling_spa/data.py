@@ -113,8 +113,10 @@ class AudioSetCollator:
 
     A bad clip becomes a silent placeholder row with `valid` False (and is listed in `skipped` as a (clip id,
     reason) pair) rather than being dropped: batches keep their size, so processes under DDP stay in step.
-    Training crops a random `max_length_s` window from longer clips (a generator per DataLoader worker);
-    evaluation takes the start. Clips shorter than `min_samples` (the front-end's `min_samples`) are bad clips.
+    Training crops a random `max_length_s` window from longer clips (a generator per DataLoader worker).
+    Evaluation keeps whole clips, padded to the longest of the batch (at least `max_length_s`): the model scores a
+    clip longer than its window window by window (`modeling_spa.windowing`), as `spa-tag` and the pipeline do.
+    Clips shorter than `min_samples` (the front-end's `min_samples`) are bad clips.
     """
 
     sampling_rate: int
@@ -136,29 +138,32 @@ class AudioSetCollator:
             self.rng, self._worker_seed = np.random.default_rng([self.seed, info.seed]), info.seed
 
     def _crop(self, wave: np.ndarray) -> np.ndarray:
-        if len(wave) <= self.max_samples:
+        if not self.train or len(wave) <= self.max_samples:
             return wave
-        start = int(self.rng.integers(0, len(wave) - self.max_samples + 1)) if self.train else 0
+        start = int(self.rng.integers(0, len(wave) - self.max_samples + 1))
         return wave[start : start + self.max_samples]
 
     def __call__(self, rows: list[dict]) -> dict:
         self._reseed_in_worker()
-        values = np.zeros((len(rows), self.max_samples), dtype=np.float32)
-        mask = np.ones((len(rows), self.max_samples), dtype=np.int64)  # placeholders: full-length silence
         targets = np.zeros((len(rows), len(self.label_mids)), dtype=np.float32)
-        valid, ids, skipped = np.ones(len(rows), dtype=bool), [], []
+        waves, ids, skipped = [], [], []
         for i, row in enumerate(rows):
             clip_id = str(row.get("video_id", "?"))
             ids.append(clip_id)
             targets[i] = self.encode_labels(row["labels"], clip_id)  # a label error is a data error: raise
             try:
-                wave = self._crop(decode_audio(row["audio"], self.sampling_rate, clip_id, self.min_samples))
+                waves.append(self._crop(decode_audio(row["audio"], self.sampling_rate, clip_id, self.min_samples)))
             except BadAudioError as err:
                 skipped.append((clip_id, err.reason))
-                valid[i] = False
-                continue
-            values[i, : len(wave)] = wave
-            mask[i, len(wave) :] = 0
+                waves.append(None)
+        length = max([self.max_samples, *(len(wave) for wave in waves if wave is not None)])
+        values = np.zeros((len(rows), length), dtype=np.float32)
+        mask = np.ones((len(rows), length), dtype=np.int64)  # placeholders: full-length silence
+        for i, wave in enumerate(waves):
+            if wave is not None:
+                values[i, : len(wave)] = wave
+                mask[i, len(wave) :] = 0
+        valid = np.array([wave is not None for wave in waves], dtype=bool)
         return {
             "input_values": torch.from_numpy(values),
             "attention_mask": torch.from_numpy(mask),

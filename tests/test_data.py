@@ -98,3 +98,16 @@ def test_collator_pads_masks_and_reports_skips(tiny):
     assert list(named) == [built["train"][i]["video_id"] for i in (1, 3, 4)]
     assert "no audio" in named[built["train"][3]["video_id"]] and "too short" in named[built["train"][4]["video_id"]]
     assert batch["clip_ids"] == [row["video_id"] for row in rows]
+
+
+def test_evaluation_keeps_whole_clips_and_training_crops(tiny):
+    # Evaluation hands whole clips to the model, which windows what is longer than its window; training crops.
+    _, built = tiny
+    long = wav(np.random.default_rng(0).standard_normal(40000).astype(np.float32) * 0.1, 16000)  # 2.5 s
+    rows = [{**built["train"][0], "audio": long}, built["train"][1]]
+    mids = sorted({mid for row in built["train"] for mid in row["labels"]})
+    evaluation = AudioSetCollator(16000, mids, max_length_s=1.0)(rows)
+    assert evaluation["input_values"].shape == (2, 40000)
+    assert evaluation["attention_mask"].sum(dim=1).tolist() == [40000, 8000]
+    training = AudioSetCollator(16000, mids, max_length_s=1.0, train=True)(rows)
+    assert training["input_values"].shape == (2, 16000) and training["attention_mask"][0].all()
