@@ -15,6 +15,14 @@ if (SHARED / "ontology.json").is_file():
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def tiny_ast_config():
+    """A one-layer, 32-wide AST over 100 frames of 128 mel bins: small enough for any test."""
+    from transformers import ASTConfig
+
+    return ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_length=100,
+                     num_mel_bins=128, frequency_stride=16, time_stride=16)  # fmt: skip
+
+
 def free_port() -> str:
     """A port nothing listens on, for torch.distributed's rendezvous (29500 may be taken by another run)."""
     with socket.socket() as sock:

@@ -4,7 +4,8 @@ import json
 
 import pytest
 import torch
-from transformers import ASTConfig, ASTModel, AutoFeatureExtractor, AutoModel
+from conftest import tiny_ast_config
+from transformers import ASTModel, AutoFeatureExtractor, AutoModel
 
 from modeling_spa.convert import main
 
@@ -14,10 +15,8 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 @pytest.fixture(scope="module")
 def ast_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
-    config = ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                       max_length=100, num_mel_bins=128, frequency_stride=16, time_stride=16)  # fmt: skip
     folder = tmp_path_factory.mktemp("ast")
-    ASTModel(config).save_pretrained(folder)
+    ASTModel(tiny_ast_config()).save_pretrained(folder)
     return folder
 
 

@@ -10,8 +10,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_ast_config
 from transformers import (
-    ASTConfig,
     AutoFeatureExtractor,
     AutoModel,
     AutoModelForAudioClassification,
@@ -26,16 +26,7 @@ from modeling_spa.ontology import AudioSetOntology
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 TINY_CNN = {"hidden_sizes": [8, 16], "num_mel_bins": 64, "dropout": 0.0}
 TINY_FRONTEND = frontend_preset("tiny")  # 16 kHz, 64 mel: small and fast; the default is the paper's (PaSST's)
-TINY_AST = ASTConfig(
-    hidden_size=32,
-    num_hidden_layers=1,
-    num_attention_heads=2,
-    intermediate_size=64,
-    max_length=100,
-    num_mel_bins=128,
-    frequency_stride=16,
-    time_stride=16,
-)
+TINY_AST = tiny_ast_config()
 
 
 @pytest.fixture(scope="module")

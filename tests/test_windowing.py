@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from transformers import ASTConfig, pipeline
+from conftest import tiny_ast_config
+from transformers import pipeline
 
 from modeling_spa import SPAConfig, SPAFeatureExtractor, SPAForAudioClassification, cli
 from modeling_spa.data import decode_audio
@@ -156,17 +157,7 @@ def cnn(mids, ontology):
 @pytest.fixture(scope="module")
 def ast(mids, ontology):
     """A tiny AST taking exactly 100 frames: its window is derived, 99 hops + one frame = 16240 samples."""
-    config = ASTConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_length=100,
-        num_mel_bins=128,
-        frequency_stride=16,
-        time_stride=16,
-    )
-    return build("ast", config, mids, ontology)
+    return build("ast", tiny_ast_config(), mids, ontology)
 
 
 def manual_scores(model, wave: np.ndarray, window: int, hop: int, aggregation: str) -> torch.Tensor:
