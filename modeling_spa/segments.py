@@ -11,6 +11,7 @@ decoded by soundfile, so WAV, FLAC, OGG/Vorbis/Opus and MP3 all work):
 - `<YTID>_<start>.<ext>`, `<YTID>_<start>_<end>.<ext>` or `<YTID>_<start>-<end>.<ext>`, with times in seconds
   (`30`, `30.000`) or milliseconds (`30000`), as written by the common AudioSet downloaders.
 YouTube ids are 11 characters, which is what makes `_` in an id and `_` before the start time distinguishable.
+A file is taken to be the segment's audio as downloaders write it: a whole video is not cut to the segment.
 A name with a start time matches only the segment that starts there; when several files match one segment, the one
 with the start time in its name wins, then the first in name order (the others are listed in the report).
 """
