@@ -15,7 +15,7 @@ export SPA_CLASS_LABELS ?= $(SHARED_AUDIOSET)/class_labels_indices.csv
 DEMO_ENV := HF_HUB_OFFLINE=1
 endif
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test demo real-sounds lint bench clean
 
 $(STAMP): pyproject.toml requirements-peers.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(DEMO_ENV) $(PY) recipes/demo.py
+
+# Real recordings from seven pinned Debian packages (apt-get download into the cache), as AudioSet-format builds:
+# outputs/real_sounds/{sources,mixtures}. A second run with the same inputs does nothing.
+real-sounds: $(STAMP)
+	$(DEMO_ENV) $(PY) recipes/build_real_sounds.py --output outputs/real_sounds
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

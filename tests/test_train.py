@@ -240,7 +240,7 @@ def test_push_to_hub_uploads_the_folder(monkeypatch, tmp_path):
     )
     (tmp_path / "config.json").write_text("{}")
     assert push_to_hub(tmp_path, "org/spa-tiny", private=True) == "https://hub/commit/1"
-    assert calls["repo"] == ("org/spa-tiny", {"private": True, "exist_ok": True})
+    assert calls["repo"] == ("org/spa-tiny", {"private": True, "exist_ok": True, "repo_type": "model"})
     assert calls["upload"]["folder_path"] == str(tmp_path) and calls["upload"]["repo_id"] == "org/spa-tiny"
 
 
