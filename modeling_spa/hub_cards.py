@@ -17,14 +17,7 @@ METRICS = (("map", "mAP"), ("omap", "OmAP"))
 
 
 def read_template(name: str) -> str:
-    """A card template shipped with the package, e.g. "model_card.md".
-
-    From a source checkout that is not installed (or whose install maps the templates to another checkout), the
-    checkout's own `hub_cards/` folder is read.
-    """
-    source = Path(__file__).resolve().parent.parent / "hub_cards" / name
-    if source.is_file():
-        return source.read_text(encoding="utf-8")
+    """A card template shipped with the package (`hub_cards/`, installed as package data), e.g. "model_card.md"."""
     return resources.files("modeling_spa.card_templates").joinpath(name).read_text(encoding="utf-8")
 
 
