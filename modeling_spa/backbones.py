@@ -16,6 +16,7 @@ from torch import nn
 from transformers import ASTConfig, PreTrainedConfig
 
 from .backbone_ast import ASTBackbone
+from .backbone_cnn14 import Cnn14Backbone, Cnn14Config
 from .backbone_demo_cnn import DemoCNNBackbone, DemoCNNConfig
 
 
@@ -110,5 +111,16 @@ register_backbone(
         lambda c: c.hidden_size,
         ASTBackbone.from_pretrained_ast,
         licence="bsd-3-clause",  # MIT/ast-finetuned-audioset-10-10-0.4593, as the YuanGongND/ast repository
+    )
+)
+register_backbone(
+    BackboneSpec(
+        "cnn14",
+        Cnn14Config,
+        "cnn14",
+        Cnn14Backbone,
+        lambda c: c.embedding_size,
+        Cnn14Backbone.from_panns_checkpoint,
+        licence="cc-by-4.0",  # PANNs' Cnn14_mAP=0.431.pth (Zenodo record 3987831); the code is MIT
     )
 )
