@@ -244,28 +244,11 @@ class Cnn14Backbone(nn.Module):
         releases = {name: release for name, release in RELEASES.items() if release.backbone == FAMILY}
         path = resolve_checkpoint(source, releases)
         # The `sampler` entry holds NumPy arrays: allow-listed plain arrays, never code.
-        with torch.serialization.safe_globals(_numpy1_names()):
-            checkpoint = load_torch_checkpoint(path, allow_numpy=True)
+        checkpoint = load_torch_checkpoint(path, allow_numpy=True)
         state = convert_panns_state_dict(tensors_of(checkpoint, path, ("model",)))
         backbone = cls(config_from_state_dict(state))
         load_matching(backbone, state, FAMILY, str(path))
         return backbone.eval()
-
-
-def _numpy1_names() -> list[tuple]:
-    """The two NumPy functions of the allow-list under the names NumPy 1.x pickles them with.
-
-    PANNs' checkpoints were written with NumPy 1, whose arrays and scalars unpickle through
-    `numpy.core.multiarray._reconstruct` / `.scalar`; NumPy 2 moved them to `numpy._core`, and a weights_only load
-    matches globals by name, so without these the published file is refused. Same functions, nothing more allowed.
-    """
-    import numpy as np
-
-    multiarray = (getattr(np, "_core", None) or np.core).multiarray
-    return [
-        (multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
-        (multiarray.scalar, "numpy.core.multiarray.scalar"),
-    ]
 
 
 def _may_branch_on_data() -> bool:

@@ -54,7 +54,8 @@ class Release:
 
     @property
     def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1].replace("%3D", "=")
+        """The file's name in the cache: the URL's last segment, without a query, `%3D` decoded (`Cnn14_mAP=...`)."""
+        return self.url.split("?", 1)[0].rsplit("/", 1)[-1].replace("%3D", "=")
 
 
 RELEASES: dict[str, Release] = {}
@@ -134,18 +135,19 @@ def resolve_checkpoint(source: str | os.PathLike, releases: Mapping[str, Release
 
 
 # NumPy globals that a PANNs checkpoint's `sampler` entry (plain arrays and scalars) needs, and nothing else: none
-# of them can run code. Arrays are rebuilt by `_reconstruct` from a dtype and raw bytes.
+# of them can run code. Arrays are rebuilt by `_reconstruct` from a dtype and raw bytes. Files written with NumPy 1
+# name the two functions `numpy.core.multiarray.*` (NumPy 2 moved them to `numpy._core`), and a weights_only load
+# matches globals by name: both names map to the same two functions.
 def _numpy_globals() -> list:
     import numpy as np
 
-    core = getattr(np, "_core", None) or np.core
-    return [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype, *_numpy_dtype_classes()]
-
-
-def _numpy_dtype_classes() -> list:
-    import numpy as np
-
-    return [type(np.dtype(kind)) for kind in ("b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8")]
+    multiarray = (getattr(np, "_core", None) or np.core).multiarray
+    dtypes = [type(np.dtype(kind)) for kind in ("b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8")]
+    numpy1 = [
+        (multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+        (multiarray.scalar, "numpy.core.multiarray.scalar"),
+    ]
+    return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtypes, *numpy1]
 
 
 def load_torch_checkpoint(path: str | os.PathLike, allow_numpy: bool = False) -> dict:
