@@ -17,6 +17,7 @@ from transformers import ASTConfig, PreTrainedConfig
 
 from .backbone_ast import ASTBackbone
 from .backbone_demo_cnn import DemoCNNBackbone, DemoCNNConfig
+from .backbone_htsat import HTSATBackbone, HTSATConfig
 
 
 @dataclass(frozen=True)
@@ -110,5 +111,17 @@ register_backbone(
         lambda c: c.hidden_size,
         ASTBackbone.from_pretrained_ast,
         licence="bsd-3-clause",  # MIT/ast-finetuned-audioset-10-10-0.4593, as the YuanGongND/ast repository
+    )
+)
+register_backbone(
+    BackboneSpec(
+        "htsat",
+        HTSATConfig,
+        lambda c: c.frontend_preset,  # cnn14 (32 kHz, HTS-AT's AudioSet checkpoints) or htsat (48 kHz, CLAP's tower)
+        HTSATBackbone,
+        lambda c: c.pooled_size,
+        HTSATBackbone.from_pretrained_htsat,
+        max_frames=lambda c: c.max_frames,
+        licence="mit",  # HTS-AT's AudioSet checkpoints; CLAP's laion/clap-htsat-unfused is Apache-2.0
     )
 )
