@@ -18,6 +18,7 @@ from transformers import ASTConfig, PreTrainedConfig
 from .backbone_ast import ASTBackbone
 from .backbone_cnn14 import Cnn14Backbone, Cnn14Config
 from .backbone_demo_cnn import DemoCNNBackbone, DemoCNNConfig
+from .backbone_htsat import HTSATBackbone, HTSATConfig
 
 
 @dataclass(frozen=True)
@@ -122,5 +123,17 @@ register_backbone(
         lambda c: c.embedding_size,
         Cnn14Backbone.from_panns_checkpoint,
         licence="cc-by-4.0",  # PANNs' Cnn14_mAP=0.431.pth (Zenodo record 3987831); the code is MIT
+    )
+)
+register_backbone(
+    BackboneSpec(
+        "htsat",
+        HTSATConfig,
+        lambda c: c.frontend_preset,  # cnn14 (32 kHz, HTS-AT's AudioSet checkpoints) or htsat (48 kHz, CLAP's tower)
+        HTSATBackbone,
+        lambda c: c.pooled_size,
+        HTSATBackbone.from_pretrained_htsat,
+        max_frames=lambda c: c.max_frames,
+        licence="mit",  # HTS-AT's AudioSet checkpoints; CLAP's laion/clap-htsat-unfused is Apache-2.0
     )
 )

@@ -43,6 +43,9 @@ class Release:
         sha256: its pinned hash; the file is refused if it differs.
         licence: the licence of the weights, for model cards.
         description: one line for listings and cards (what it is, its published mAP).
+        file_name: its name in the cache, where the URL does not end in it (a Hub file called pytorch_model.bin).
+        direct_download: False where the URL is a page, not the file (a Google Drive folder): the file is then
+            never downloaded automatically, and the error says where to put it.
     """
 
     name: str
@@ -51,11 +54,13 @@ class Release:
     sha256: str
     licence: str
     description: str = ""
+    file_name: str = ""
+    direct_download: bool = True
 
     @property
     def filename(self) -> str:
-        """The file's name in the cache: the URL's last segment, without a query, `%3D` decoded (`Cnn14_mAP=...`)."""
-        return self.url.split("?", 1)[0].rsplit("/", 1)[-1].replace("%3D", "=")
+        """The file's name in the cache: `file_name`, else the URL's last segment without a query, `%3D` decoded."""
+        return self.file_name or self.url.split("?", 1)[0].rsplit("/", 1)[-1].replace("%3D", "=")
 
 
 RELEASES: dict[str, Release] = {}
@@ -92,6 +97,12 @@ def _verified(path: Path, release: Release) -> Path:
 
 
 def _download(release: Release, target: Path) -> Path:
+    if not release.direct_download:
+        raise FileNotFoundError(
+            f"The checkpoint {release.name!r} ({release.filename}) is published at {release.url} without a direct "
+            f"link, so it cannot be downloaded automatically. Download {release.filename} from there and put it at "
+            f"{target}, or pass the file's path."
+        )
     if _offline():
         raise FileNotFoundError(
             f"The checkpoint {release.name!r} is not in the cache and downloads are off (HF_HUB_OFFLINE/SPA_OFFLINE). "
