@@ -6,6 +6,7 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 from transformers.utils import logging
 
+from .augmentation import AugmentationConfig
 from .backbones import BACKBONES, backbone_spec
 from .frontend import frontend_preset
 from .ontology import DEFAULT_PROMPT, DESCRIPTION_STYLES
@@ -54,6 +55,11 @@ class SPAConfig(PreTrainedConfig):
             the clip, overlaps the one before).
         window_aggregation (`str`): `mean` (the default: the mean of the windows' sigmoid scores, weighted by the
             real samples of each window) or `max`.
+        augmentation (`dict`, *optional*): what the model does to a batch in training mode only: random gain, time
+            shift, mixup (the loss then sees mixed labels) and SpecAugment, as fields of
+            `modeling_spa.augmentation.AugmentationConfig` (stored with all of them; None: nothing). Recorded so that
+            a checkpoint says how it was trained (`recipes/train.py` sets it from its arguments); evaluation
+            (`model.eval()`) never augments.
 
     Classes: `num_labels` is `len(id2label)`, as everywhere in transformers; `label_mids` and `label_paths` say which
     AudioSet classes they are, and are either None or one per class. Changing the number of classes, the standard
@@ -92,6 +98,7 @@ class SPAConfig(PreTrainedConfig):
     window_length_s: float | None = None
     window_hop_s: float | None = None
     window_aggregation: str = "mean"
+    augmentation: dict | None = None
 
     def __post_init__(self, **kwargs):
         for old in ("text_encoder", "text_encoder_revision", "text_pooling"):  # configs saved before the rename
@@ -136,6 +143,8 @@ class SPAConfig(PreTrainedConfig):
         window_settings(self)  # a bad window, hop or aggregation fails here, not at the first long clip
 
     def __setattr__(self, key, value):
+        if key == "augmentation" and value is not None:  # validated, every field written out, whenever it is set
+            value = AugmentationConfig.from_dict(value).to_dict()
         super().__setattr__(key, value)
         if key == "id2label":  # also what `config.num_labels = N` sets
             self._forget_other_classes()

@@ -172,3 +172,15 @@ class AudioSetCollator:
             "clip_ids": ids,
             "skipped": skipped,
         }
+
+
+def stand_in_rows(valid: torch.Tensor) -> torch.Tensor:
+    """Index of the row each batch row trains on: itself when its clip is valid, else the first valid row (row 0 when
+    none is; the loop then zeroes the loss).
+
+    Selecting the valid rows would change the batch's shape and read the count back to the host; repeating a valid
+    clip in place of a bad one keeps one shape for a compiled step and reads nothing. Bad clips are rare, so the
+    repeated clip's extra weight in that one step is negligible.
+    """
+    rows = torch.arange(valid.shape[0], device=valid.device)
+    return torch.where(valid, rows, valid.int().argmax())

@@ -13,6 +13,8 @@ from string import Template
 
 from huggingface_hub import EvalResult, ModelCardData
 
+from .augmentation import AugmentationConfig
+
 METRICS = (("map", "mAP"), ("omap", "OmAP"))
 
 
@@ -112,6 +114,7 @@ def render_model_card(
         text_encoder=config.label_text_encoder,
         text_pooling=config.label_text_pooling,
         objective=f"{loss} + {alpha} · L_SPA" if alpha > 0 else f"{loss} (baseline, no SPA)",
+        augmentation=AugmentationConfig.from_dict(getattr(config, "augmentation", None)).describe(),
         dataset=dataset,
         results_table=_results_table(results),
         sampling_rate=frontend["sampling_rate"],

@@ -13,6 +13,15 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput, can_return_tuple
 
+from .augmentation import (
+    augment_waveform,
+    draw_mixup,
+    mix,
+    mix_mask,
+    mixup_enabled,
+    spec_augment,
+    training_augmentation,
+)
 from .backbones import backbone_spec
 from .configuration_spa import SPAConfig
 from .frontend import LogMelFrontend
@@ -117,17 +126,37 @@ class SPAModel(SPAPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
+        mixup_index: torch.LongTensor | None = None,
+        mixup_lambda: torch.FloatTensor | None = None,
         **kwargs,
     ) -> SPAModelOutput:
         """`input_values` (batch, samples) at the front-end rate; `attention_mask` marks real samples.
 
         `output_attentions` / `output_hidden_states` default to the config's; `return_dict=False` (or
         `config.return_dict = False`) returns a tuple of the outputs that are not None.
+
+        In training mode, `config.augmentation` applies (`modeling_spa.augmentation`): gain and time shift on the
+        waveform, SpecAugment on the log-mel. `mixup_index` (batch,) and `mixup_lambda` (batch,) mix clip i with clip
+        `mixup_index[i]` at weight `mixup_lambda[i]`, in the domain `config.augmentation["mixup_domain"]` (default
+        log-mel); `SPAForAudioClassification` draws them and mixes the labels alike.
         """
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
+        augmentation = training_augmentation(self.config.augmentation, self.training)
+        if augmentation is not None:
+            sampling_rate = self.config.frontend["sampling_rate"]
+            input_values = augment_waveform(input_values, attention_mask, augmentation, sampling_rate)
+        mixup_domain = (self.config.augmentation or {}).get("mixup_domain", "logmel")
+        if mixup_index is not None and mixup_domain == "waveform":
+            input_values = mix(input_values, mixup_index, mixup_lambda)
+            attention_mask = None if attention_mask is None else mix_mask(attention_mask, mixup_index, mixup_lambda)
         features, frame_mask = self.frontend(input_values, attention_mask)
+        if mixup_index is not None and mixup_domain == "logmel":
+            features = mix(features, mixup_index, mixup_lambda)
+            frame_mask = mix_mask(frame_mask, mixup_index, mixup_lambda)
+        if augmentation is not None:
+            features = spec_augment(features, augmentation)
         backbone = self.backbone(
             features.to(self.audio_projection.weight.dtype),
             frame_mask,
@@ -237,21 +266,34 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
+        mixup_index: torch.LongTensor | None = None,
+        mixup_lambda: torch.FloatTensor | None = None,
         **kwargs,
     ) -> SPAOutput:
         """`labels` (batch, num_labels) multi-hot, soft labels allowed. Other arguments as in [`SPAModel.forward`].
 
         At inference, clips longer than the window (`config.window_length_s`) are scored window by window and
         aggregated, as spa-tag does (`modeling_spa.windowing`); that path returns no hidden states or attentions.
-        In training the data collator has cropped the clips.
+        In training the data collator has cropped the clips. In training mode with `labels` and mixup configured
+        (`config.augmentation["mixup_alpha"]` > 0), the batch is mixed (`mixup_index`, `mixup_lambda` drawn unless
+        given) and so are the labels the loss sees; `logits` are then those of the mixed clips.
         """
         if not self.training and input_values.shape[-1] > window_settings(self.config).length:
             return self._forward_windows(input_values, attention_mask, labels)
+        augmentation = training_augmentation(self.config.augmentation, self.training)
+        if labels is not None and mixup_index is None and augmentation is not None and mixup_enabled(augmentation):
+            mixup_index, mixup_lambda = draw_mixup(
+                input_values.shape[0], augmentation["mixup_alpha"], augmentation["mixup_prob"], input_values.device
+            )
+        if labels is not None and mixup_index is not None:
+            labels = mix(labels.float(), mixup_index, mixup_lambda)
         outputs = self.spa(
             input_values,
             attention_mask,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            mixup_index=mixup_index,
+            mixup_lambda=mixup_lambda,
             return_dict=True,
         )
         audio_embeds = outputs.audio_embeds

@@ -33,10 +33,22 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_scheduler
 
 from modeling_spa import SPAFeatureExtractor, SPAForAudioClassification, compute_omap
-from modeling_spa.data import AudioSetCollator, load_audioset
+from modeling_spa.augmentation import AugmentationConfig
+from modeling_spa.averaging import ExponentialMovingAverage
+from modeling_spa.data import AudioSetCollator, load_audioset, stand_in_rows
 from modeling_spa.frontend import frontend_preset
 from modeling_spa.hub_cards import render_model_card
+from modeling_spa.optimization import drop_gradients, freeze_groups, parameter_groups, set_prior_bias
 from modeling_spa.publish import HubPushError, push_to_hub
+from modeling_spa.sampling import (
+    BalancedSampler,
+    balanced_weights,
+    class_counts,
+    expected_class_frequency,
+    label_indices,
+)
+
+BASELINES = {"wo_spa": (0.0, "obce"), "bce": (0.0, "bce")}  # --baseline: the paper's names -> (spa_alpha, loss)
 
 
 @dataclass
@@ -53,6 +65,11 @@ class ModelArguments:
     description_style: str = "concat"
     spa_alpha: float = 0.3
     classification_loss: str = field(default="obce", metadata={"help": "obce: (BCE + OBCE)/2, or bce"})
+    baseline: str | None = field(
+        default=None,
+        metadata={"help": "wo_spa: the paper's 'w/o SPA' (α = 0, (BCE + OBCE)/2); bce: α = 0 with plain BCE. "
+                  "Overrides --spa_alpha and --classification_loss."},
+    )  # fmt: skip
 
 
 @dataclass
@@ -65,6 +82,12 @@ class DataArguments:
     classes: str | None = field(default=None, metadata={"help": "JSON list of mids (default: the 527 labels)"})
     max_length_s: float = 10.0
     num_workers: int = 2
+    balanced_sampling: bool = field(
+        default=False, metadata={"help": "draw clips with replacement, weighted by their labels' rarity (PaSST)"}
+    )
+    sampling_offset: float = field(default=100.0, metadata={"help": "clip weight: sum of 1 / (label count + offset)"})
+    sampling_reduce: str = field(default="sum", metadata={"help": "sum or max of the label weights of a clip"})
+    epoch_length: int | None = field(default=None, metadata={"help": "clips per epoch (balanced sampling)"})
 
 
 @dataclass
@@ -75,13 +98,30 @@ class TrainArguments:
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps"})
     batch_size: int = 16
     eval_batch_size: int = 32
-    learning_rate: float = 1.0e-3
-    weight_decay: float = 0.01
+    learning_rate: float = field(default=1.0e-3, metadata={"help": "the new heads' (p_a, c_a, p_t)"})
+    backbone_learning_rate: float | None = field(
+        default=None, metadata={"help": "the backbone's (default: --learning_rate); pretrained: ~1e-5 to 5e-5"}
+    )
+    layer_decay: float | None = field(
+        default=None, metadata={"help": "layer-wise lr decay of transformer backbones: lr · decay^(L + 1 - depth)"}
+    )
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW's; never on norms, biases, embeddings"})
     warmup_ratio: float = 0.05
     lr_scheduler: str = "cosine"
+    freeze_backbone_steps: int = field(default=0, metadata={"help": "train the heads alone for N optimizer steps"})
+    freeze_backbone_epochs: float = field(default=0.0, metadata={"help": "... or for N epochs"})
+    prior_bias: bool = field(
+        default=True, metadata={"help": "a new classifier's bias = the log-odds of the class frequencies"}
+    )
+    ema_decay: float | None = field(
+        default=None, metadata={"help": "keep an EMA of the weights (e.g. 0.999): evaluated, saved to model_ema"}
+    )
+    ema_warmup: bool = field(default=True, metadata={"help": "EMA decay min(d, (1 + n) / (10 + n)) at update n"})
     max_grad_norm: float = 5.0
     gradient_accumulation_steps: int = 1
-    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16"})
+    mixed_precision: str | None = field(default=None, metadata={"help": "no, fp16 or bf16 (default: bf16 on a GPU)"})
+    gradient_checkpointing: bool = False
+    torch_compile: bool = field(default=False, metadata={"help": "compile the model (inductor)"})
     cpu: bool = field(default=False, metadata={"help": "train on CPU even where a GPU is present"})
     checkpointing_steps: int = 100
     logging_steps: int = 10
@@ -93,16 +133,29 @@ class TrainArguments:
     hub_private: bool = False
 
 
-def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, TrainArguments]:
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainArguments))
+ARGUMENTS = (ModelArguments, DataArguments, AugmentationConfig, TrainArguments)
+
+
+def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, AugmentationConfig, TrainArguments]:
+    """The argument dataclasses; the augmentation arguments are `AugmentationConfig`, recorded in the model config."""
+    parser = HfArgumentParser(ARGUMENTS)
     if argv and argv[0].endswith((".yaml", ".yml")):
         values = yaml.safe_load(Path(argv[0]).read_text()) or {}
-        known = {f.name for cls in (ModelArguments, DataArguments, TrainArguments) for f in fields(cls)}
+        known = {f.name for cls in ARGUMENTS for f in fields(cls)}
         if unknown := sorted(set(values) - known):
             raise ValueError(f"{argv[0]}: unknown keys {unknown}; see `python recipes/train.py --help`.")
         parser.set_defaults(**values)
         argv = argv[1:]
-    return parser.parse_args_into_dataclasses(argv, look_for_args_file=False)
+    model_args, data_args, augmentation, args = parser.parse_args_into_dataclasses(argv, look_for_args_file=False)
+    if model_args.baseline:
+        if model_args.baseline not in BASELINES:
+            raise ValueError(f"--baseline must be one of {sorted(BASELINES)}, got {model_args.baseline!r}")
+        model_args.spa_alpha, model_args.classification_loss = BASELINES[model_args.baseline]
+    if data_args.epoch_length is not None and not data_args.balanced_sampling:
+        raise ValueError("--epoch_length sets how many clips the balanced sampler draws: add --balanced_sampling.")
+    if args.freeze_backbone_steps and args.freeze_backbone_epochs:
+        raise ValueError("Give --freeze_backbone_steps or --freeze_backbone_epochs, not both.")
+    return model_args, data_args, augmentation, args
 
 
 # -- model and data --------------------------------------------------------------------------------------------
@@ -116,10 +169,12 @@ def class_mids(data_args: DataArguments) -> list[str] | None:
     return classes["mids"] if isinstance(classes, dict) else classes
 
 
-def build_model(model_args: ModelArguments, data_args: DataArguments) -> SPAForAudioClassification:
+def build_model(model_args: ModelArguments, data_args: DataArguments, augmentation: AugmentationConfig):
     model = new_model(model_args, data_args)
     if model.config.frontend.get("max_frames") is None:  # any-length backbone: inference windows = training clips
         model.config.window_length_s = data_args.max_length_s
+    # This run's augmentation, applied by the model in training mode and recorded in its config (None: none).
+    model.config.augmentation = augmentation.to_dict() if augmentation != AugmentationConfig() else None
     # p_t at α = 0 and the backbone's original AudioSet head take no part in the loss: frozen, they are out of the
     # optimizer and DDP waits for no gradient.
     model.freeze_unused()
@@ -159,7 +214,22 @@ def load_split(data_args: DataArguments, split: str):
         ) from err
 
 
-def make_loader(dataset, model, data_args, batch_size: int, train: bool, seed: int) -> DataLoader:
+def label_statistics(dataset, model, data_args: DataArguments) -> tuple[np.ndarray | None, np.ndarray]:
+    """The balanced sampler's clip weights (None without it) and the class frequencies training draws: under balanced
+    sampling, the expected share of drawn clips that carry each class, else the split's."""
+    # The labels column alone: no audio is decoded.
+    ids = dataset["video_id"] if "video_id" in dataset.column_names else None
+    labels = label_indices(dataset["labels"], model.config.label_mids, ids)
+    num_classes = model.config.num_labels
+    if not data_args.balanced_sampling:
+        return None, class_counts(labels, num_classes) / max(len(labels), 1)
+    weights = balanced_weights(labels, num_classes, data_args.sampling_offset, reduce=data_args.sampling_reduce)
+    return weights, expected_class_frequency(labels, weights, num_classes)
+
+
+def make_loader(
+    dataset, model, data_args, batch_size: int, train: bool, seed: int, sampler=None, drop_last: bool = False
+) -> DataLoader:
     collator = AudioSetCollator(
         sampling_rate=model.config.frontend["sampling_rate"],
         label_mids=model.config.label_mids,
@@ -171,11 +241,12 @@ def make_loader(dataset, model, data_args, batch_size: int, train: bool, seed: i
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train,
+        shuffle=train and sampler is None,
+        sampler=sampler,  # the balanced sampler draws from (seed, epoch) alone: resumable, and the same on every rank
         collate_fn=collator,
         num_workers=data_args.num_workers,
         persistent_workers=data_args.num_workers > 0,
-        drop_last=False,
+        drop_last=drop_last,
         # Its own generator: starting an epoch then never draws from the global RNG that dropout uses, so a
         # resumed run (whose RNG state comes from the checkpoint) continues exactly like an uninterrupted one
         # (random crop offsets excepted: the collator's generators are not checkpointed).
@@ -227,18 +298,24 @@ def resolve_resume(output_dir: Path, resume: str | None) -> Path | None:
 
 @torch.no_grad()
 def evaluate(accelerator: Accelerator, model, loader: DataLoader, distances: np.ndarray) -> dict:
-    """mAP, OmAP and OmAP_λ over the whole split: gather every process's scores, compute on the main one."""
+    """mAP, OmAP and OmAP_λ over the whole split: gather every process's scores, compute on the main one.
+
+    `model` is unwrapped (no DDP, not compiled: evaluation batches hold whole clips of any length) and runs in the
+    run's mixed precision. Augmentation is off: the model is in eval mode.
+    """
+    was_training = model.training
     model.eval()
     scores, labels, skipped = [], [], []
     for batch in tqdm(loader, desc="eval", disable=not accelerator.is_local_main_process, leave=False):
         skipped += batch["skipped"]
-        logits = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"]).logits
+        with accelerator.autocast():
+            logits = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"]).logits
         gathered = accelerator.gather_for_metrics((logits.float().sigmoid(), batch["labels"], batch["valid"]))
         batch_scores, batch_labels, valid = (t.cpu().numpy() for t in gathered)
         scores.append(batch_scores[valid])  # placeholders of bad clips are dropped after the gather
         labels.append(batch_labels[valid])
     skipped = len({clip for clip, _ in gather_object(skipped)})  # unique: DDP repeats clips to even out batches
-    model.train()
+    model.train(was_training)
     result = compute_omap(np.concatenate(labels).round(), np.concatenate(scores), distances)
     return {
         "map": result["map"],
@@ -252,23 +329,44 @@ def evaluate(accelerator: Accelerator, model, loader: DataLoader, distances: np.
 # -- publishing -------------------------------------------------------------------------------------------------
 
 
-def save_final(accelerator, model, extractor, args, results: dict, dataset: str) -> Path:
-    final = Path(args.output_dir) / "model"
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped.save_pretrained(final, safe_serialization=True)
+def save_final(model, extractor, arguments: tuple, results: dict, folder: str, weights: str) -> Path:
+    """The model, its extractor, card, evaluation results and the run's arguments (`training_args.json`, as the
+    Trainer saves its arguments beside a model) in OUTPUT_DIR/`folder`; `weights` says which weights these are."""
+    model_args, data_args, augmentation, args = arguments
+    final = Path(args.output_dir) / folder
+    model.save_pretrained(final, safe_serialization=True)
     extractor.save_pretrained(final)
-    repo_id = args.hub_model_id or final.parent.name
-    card = render_model_card(unwrapped.config, repo_id, results, dataset=dataset, training=training_summary(args))
+    repo_id = args.hub_model_id or Path(args.output_dir).name
+    training = training_summary(data_args, augmentation, args, weights)
+    card = render_model_card(model.config, repo_id, results, dataset=data_args.dataset, training=training)
     (final / "README.md").write_text(card, encoding="utf-8")
     (final / "eval_results.json").write_text(json.dumps(results, indent=2))
+    names = ("model", "data", "augmentation", "train")
+    recorded = {name: asdict(values) for name, values in zip(names, arguments, strict=True)}
+    (final / "training_args.json").write_text(json.dumps(recorded, indent=2))
     return final
 
 
-def training_summary(args: TrainArguments) -> str:
+def training_summary(data_args: DataArguments, augmentation: AugmentationConfig, args: TrainArguments, weights: str):
+    """The card's Training section: the recipe in a few sentences."""
+    sampling = (
+        f"class-balanced sampling with replacement (clip weight: {data_args.sampling_reduce} of 1 / (label count + "
+        f"{data_args.sampling_offset:g}), {data_args.epoch_length or 'split-size'} clips per epoch)"
+        if data_args.balanced_sampling
+        else "uniform shuffling"
+    )
+    backbone_lr = args.backbone_learning_rate if args.backbone_learning_rate is not None else args.learning_rate
+    freeze = args.freeze_backbone_steps or args.freeze_backbone_epochs
+    unit = "steps" if args.freeze_backbone_steps else "epochs"
     return (
         f"{args.num_epochs} epochs, batch {args.batch_size} x {args.gradient_accumulation_steps} accumulation, "
-        f"AdamW lr {args.learning_rate} (weight decay {args.weight_decay}), {args.lr_scheduler} schedule with "
-        f"{args.warmup_ratio:.0%} warm-up, mixed precision {args.mixed_precision}, seed {args.seed}."
+        f"{sampling}, clips cropped to {data_args.max_length_s:g} s. Augmentation: {augmentation.describe()}. "
+        f"AdamW: heads lr {args.learning_rate:g}, backbone lr {backbone_lr:g}"
+        + (f" with layer-wise decay {args.layer_decay:g}" if args.layer_decay else "")
+        + f", weight decay {args.weight_decay:g} (none on norms, biases, position embeddings and tokens), "
+        f"{args.lr_scheduler} schedule with {args.warmup_ratio:.0%} warm-up"
+        + (f", backbone frozen for the first {freeze:g} {unit}" if freeze else "")
+        + f"; mixed precision {args.mixed_precision}, seed {args.seed}. Weights: {weights}."
     )
 
 
@@ -312,42 +410,52 @@ def check_step(accelerator, model, grad_norm: torch.Tensor, clip_ids: list[str],
     return False
 
 
-def train_epoch(accelerator, model, optimizer, scheduler, loader, state: dict, args, progress) -> tuple[dict, list]:
+def train_epoch(accelerator, model, optimizer, scheduler, loader, state: dict, args, progress, extras: dict):
     """One epoch from `state` (resumable mid-epoch); returns the mean loss parts, skipped clips and steps.
 
-    Loss sums stay on the device: reading them every batch would synchronise a GPU at every step. A step whose
-    gradients are not finite is skipped (see `check_step`) and its losses are left out of the means.
+    Nothing is read back from the device but the gradient norm, once per optimizer step (`check_step`), and the
+    loss means at logging steps: loss sums stay on the device, and bad clips are replaced in the batch rather than
+    selected out (`stand_in_rows`), so the batch shape never changes. A step whose gradients are not finite is
+    skipped and its losses are left out of the means. `extras`: the backbone's parameters and its frozen steps
+    (their gradients are dropped then, see `freeze_groups`), and the weight average to update after each step.
     """
     epoch = state["epoch"]
+    # The samplers' order depends on (seed, epoch) only. Set on the prepared loader first: under DDP, a skipping
+    # loader's set_epoch does not reach the sampler (Accelerate's BatchSamplerShard hides it), which it shares.
+    loader.set_epoch(epoch)
     if state["batches_in_epoch"]:  # resumed mid-epoch: the interrupted run's order, minus what it did
         loader = accelerator.skip_first_batches(loader, state["batches_in_epoch"])
-    loader.set_epoch(epoch)  # seedable sampler: the order depends on (seed, epoch) only
+        loader.set_epoch(epoch)  # its own iteration count, which it sets its sampler to (single process)
     sums, batches, skipped, skipped_steps, window_ids = {}, 0, [], 0, []
     for batch in loader:
         state["batches_in_epoch"] += 1
         skipped += batch["skipped"]
         window_ids += batch["clip_ids"]
-        valid = batch["valid"]
-        # A batch of only bad clips still steps, with zero loss: every process must run the same collectives.
-        rows = valid if valid.any() else torch.ones_like(valid)
+        any_valid = batch["valid"].any()
+        rows = stand_in_rows(batch["valid"])
         with accelerator.accumulate(model):
             output = model(batch["input_values"][rows], batch["attention_mask"][rows], labels=batch["labels"][rows])
-            accelerator.backward(output.loss * valid.any())
+            # A batch of only bad clips still steps, with zero loss: every process must run the same collectives.
+            accelerator.backward(output.loss * any_valid)
             if accelerator.sync_gradients:
+                if state["completed_steps"] < extras["frozen_steps"]:
+                    drop_gradients(extras["backbone_params"])
                 grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 if check_step(accelerator, model, grad_norm, window_ids, state):
                     optimizer.step()
+                    if extras["ema"] is not None:
+                        extras["ema"].update(extras["unwrapped"])
                 else:
                     skipped_steps += 1
                 window_ids = []
             scheduler.step()
             optimizer.zero_grad()
-        finite = torch.isfinite(output.loss.detach())
+        finite = torch.isfinite(output.loss.detach()) & any_valid.to(output.loss.device)
         for name in LOSS_PARTS:
-            if getattr(output, name) is not None and valid.any():
+            if getattr(output, name) is not None:
                 part = torch.where(finite, getattr(output, name).detach(), 0.0)
                 sums[name] = sums.get(name, 0.0) + part
-        batches = batches + (finite & valid.any().to(finite.device))
+        batches = batches + finite
         if not accelerator.sync_gradients:
             continue
         state["completed_steps"] += 1
@@ -355,7 +463,7 @@ def train_epoch(accelerator, model, optimizer, scheduler, loader, state: dict, a
         if state["completed_steps"] % args.logging_steps == 0:
             means = {name: (value / max(batches, 1)).item() for name, value in sums.items()}
             progress.set_postfix(epoch=epoch, loss=f"{means['loss']:.4f}")
-            accelerator.log({f"train/{k}": v for k, v in means.items()} | {"lr": scheduler.get_last_lr()[0]},
+            accelerator.log({f"train/{k}": v for k, v in means.items()} | learning_rates(optimizer, "lr/"),
                             step=state["completed_steps"])  # fmt: skip
         if state["completed_steps"] % args.checkpointing_steps == 0:
             save_checkpoint(accelerator, Path(args.output_dir), state, args.keep_checkpoints)
@@ -365,18 +473,40 @@ def train_epoch(accelerator, model, optimizer, scheduler, loader, state: dict, a
     return means, skipped, skipped_steps
 
 
+def learning_rates(optimizer, prefix: str = "") -> dict[str, float]:
+    """The current learning rate of each parameter group, by the group's name."""
+    return {f"{prefix}{group['name']}": group["lr"] for group in optimizer.param_groups}
+
+
+def default_mixed_precision(args: TrainArguments) -> str | None:
+    """--mixed_precision if given; else a launcher's choice other than "no"; else bf16 on a GPU that has it, or no.
+
+    `accelerate launch` always passes a value (its default is "no"), so its "no" cannot be told from no choice:
+    to train in float32 on a GPU, pass `--mixed_precision no` to this script.
+    """
+    if args.mixed_precision is not None:
+        return args.mixed_precision
+    if os.environ.get("ACCELERATE_MIXED_PRECISION", "no") != "no":
+        return None  # Accelerator reads the launcher's
+    gpu = torch.cuda.is_available() and not args.cpu and torch.cuda.is_bf16_supported()
+    return "bf16" if gpu else "no"
+
+
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    model_args, data_args, augmentation, args = parse_arguments(sys.argv[1:] if argv is None else argv)
     accelerator = Accelerator(
         cpu=args.cpu,
-        mixed_precision=args.mixed_precision,
+        mixed_precision=default_mixed_precision(args),
+        # Compiled after DDP wrapping, in `prepare`; None leaves the choice to `accelerate launch --dynamo_backend`.
+        dynamo_backend="inductor" if args.torch_compile else None,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=None if args.report_to == "none" else args.report_to,
         project_dir=args.output_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+    args.mixed_precision = accelerator.mixed_precision  # as resolved, for the model card
     try:
-        results = run_training(accelerator, model_args, data_args, args)
+        results = run_training(accelerator, model_args, data_args, augmentation, args)
     except BaseException as err:
         # The traceback keeps the failed run's frames, and with them the DDP model, alive: free them (all but
         # this frame, which is still executing) so that shut_down can release the model first.
@@ -384,7 +514,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise
     finally:
         shut_down(accelerator)
-    if args.push_to_hub and accelerator.is_main_process:
+    if args.push_to_hub and accelerator.is_main_process:  # the last weights; model_ema stays local
         final = Path(args.output_dir) / "model"
         accelerator.print(f"Pushed: {push_to_hub(final, args.hub_model_id or final.parent.name, args.hub_private)}")
     return results
@@ -404,11 +534,14 @@ def shut_down(accelerator: Accelerator) -> None:
     accelerator.end_training()  # trackers, then destroy_process_group()
 
 
-def run_training(accelerator: Accelerator, model_args, data_args, args) -> dict:
+def run_training(accelerator: Accelerator, model_args, data_args, augmentation, args) -> dict:
     """The whole run: train, evaluate every epoch, test, save. Returns the final metrics per split."""
     output_dir = Path(args.output_dir)
+    resume = resolve_resume(output_dir, args.resume_from_checkpoint)
     set_seed(args.seed)
-    model = build_model(model_args, data_args)
+    model = build_model(model_args, data_args, augmentation)
+    if args.gradient_checkpointing:  # transformers 5's name for it; non-reentrant: the variant that works under DDP
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     extractor = SPAFeatureExtractor(
         sampling_rate=model.config.frontend["sampling_rate"], max_length_s=data_args.max_length_s
     )
@@ -417,7 +550,16 @@ def run_training(accelerator: Accelerator, model_args, data_args, args) -> dict:
         for split in (data_args.train_split, data_args.eval_split, data_args.test_split)
         if split
     }
-    train_loader = make_loader(data[data_args.train_split], model, data_args, args.batch_size, True, args.seed)
+    train_split = data[data_args.train_split]
+    new_classifier = args.prior_bias and not model_args.init_from and resume is None
+    if data_args.balanced_sampling or new_classifier:
+        weights, frequency = label_statistics(train_split, model, data_args)
+        if new_classifier:  # a resumed or fine-tuned model keeps its own
+            set_prior_bias(model.classifier, frequency)
+    sampler = BalancedSampler(weights, data_args.epoch_length, args.seed) if data_args.balanced_sampling else None
+    # A compiled step must see one batch shape: drop the last, smaller batch of an epoch.
+    train_loader = make_loader(train_split, model, data_args, args.batch_size, True, args.seed, sampler,
+                               drop_last=args.torch_compile)  # fmt: skip
     eval_loaders = {
         split: make_loader(data[split], model, data_args, args.eval_batch_size, False, args.seed)
         for split in (data_args.eval_split, data_args.test_split)
@@ -425,12 +567,19 @@ def run_training(accelerator: Accelerator, model_args, data_args, args) -> dict:
     }
     distances = model.label_distances.cpu().numpy()
 
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=args.learning_rate, weight_decay=args.weight_decay
+    backbone_lr = args.backbone_learning_rate if args.backbone_learning_rate is not None else args.learning_rate
+    groups = parameter_groups(
+        model, model.spa.backbone, args.learning_rate, backbone_lr, args.weight_decay, args.layer_decay
     )
+    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate)
+    ema = ExponentialMovingAverage(model, args.ema_decay, args.ema_warmup) if args.ema_decay else None
+    if ema is not None:
+        ema.module.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)  # per process, once sharded
     total_steps = args.max_steps or args.num_epochs * steps_per_epoch
+    frozen_steps = args.freeze_backbone_steps or math.ceil(args.freeze_backbone_epochs * steps_per_epoch)
     # A prepared scheduler steps once per process for every optimizer step (accelerate's convention).
     scheduler = get_scheduler(
         args.lr_scheduler,
@@ -438,28 +587,39 @@ def run_training(accelerator: Accelerator, model_args, data_args, args) -> dict:
         num_warmup_steps=int(args.warmup_ratio * total_steps) * accelerator.num_processes,
         num_training_steps=total_steps * accelerator.num_processes,
     )
-    scheduler = accelerator.prepare(scheduler)
+    scheduler = accelerator.prepare(freeze_groups(scheduler, frozen_steps * accelerator.num_processes))
     eval_loaders = {split: accelerator.prepare(loader) for split, loader in eval_loaders.items()}
+    # Augmentation draws from torch's global generator: a stream of its own on each process. Only now: a seedable
+    # shuffling sampler takes the global seed when it is prepared, and must shuffle alike on every process.
+    set_seed(args.seed, device_specific=True)
     if args.report_to != "none":
-        accelerator.init_trackers(output_dir.name, config={**asdict(model_args), **asdict(data_args), **asdict(args)})
+        config = {**asdict(model_args), **asdict(data_args), **asdict(augmentation), **asdict(args)}
+        accelerator.init_trackers(output_dir.name, config=config)
+    unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
+    backbone_params = [p for p in unwrapped.spa.backbone.parameters() if p.requires_grad]
+    extras = {"frozen_steps": frozen_steps, "backbone_params": backbone_params, "ema": ema, "unwrapped": unwrapped}
+    # The weights evaluated and saved: the last ones, and their average if one is kept.
+    finals = {"model": unwrapped} | ({"model_ema": ema.module} if ema is not None else {})
 
     # Resuming skips batches, not optimizer steps: the two differ under gradient accumulation.
     state = {"epoch": 0, "batches_in_epoch": 0, "completed_steps": 0, "history": []}
-    resume = resolve_resume(output_dir, args.resume_from_checkpoint)
     if resume is not None:
-        accelerator.load_state(str(resume))
+        accelerator.load_state(str(resume))  # model, optimizer, scheduler, RNG states, and the EMA
         state = json.loads((resume / "trainer_state.json").read_text())
         accelerator.print(f"Resumed from {resume}: epoch {state['epoch']}, step {state['completed_steps']}")
 
     progress = tqdm(total=total_steps, initial=state["completed_steps"], disable=not accelerator.is_local_main_process)
     model.train()
-    last_eval = None  # the eval split's metrics at the current weights, once an epoch has ended in this run
+    last_eval = {}  # each final's eval-split metrics at the current weights, once an epoch has ended in this run
     while state["epoch"] < math.ceil(total_steps / steps_per_epoch) and state["completed_steps"] < total_steps:
         started = time.perf_counter()
         losses, skipped, skipped_steps = train_epoch(
-            accelerator, model, optimizer, scheduler, train_loader, state, args, progress
+            accelerator, model, optimizer, scheduler, train_loader, state, args, progress, extras
         )
-        metrics = last_eval = evaluate(accelerator, model, eval_loaders[data_args.eval_split], distances)
+        last_eval = {
+            name: evaluate(accelerator, weights, eval_loaders[data_args.eval_split], distances)
+            for name, weights in finals.items()
+        }
         summary = {
             "epoch": state["epoch"],
             "step": state["completed_steps"],
@@ -467,10 +627,13 @@ def run_training(accelerator: Accelerator, model_args, data_args, args) -> dict:
             **{f"train_{name}": value for name, value in losses.items()},
             "train_skipped_clips": len({clip for clip, _ in gather_object(skipped)}),
             "train_skipped_steps": skipped_steps,  # equal on every process: the gradients are all-reduced
-            **{f"eval_{k}": v for k, v in metrics.items() if k != "omap_per_lambda"},
+            **{f"eval_{k}": v for k, v in last_eval["model"].items() if k != "omap_per_lambda"},
+            **{f"eval_ema_{k}": last_eval["model_ema"][k] for k in ("map", "omap") if "model_ema" in last_eval},
         }
-        state["history"].append(summary | {"eval_omap_per_lambda": metrics["omap_per_lambda"]})
-        accelerator.log({k.replace("_", "/", 1): v for k, v in summary.items()}, step=state["completed_steps"])
+        accelerator.log({k.replace("_", "/", 1): v for k, v in summary.items()} | learning_rates(optimizer, "lr/"),
+                        step=state["completed_steps"])  # fmt: skip
+        summary["lr"] = learning_rates(optimizer)  # each parameter group's, at the epoch's last step
+        state["history"].append(summary | {"eval_omap_per_lambda": last_eval["model"]["omap_per_lambda"]})
         accelerator.print(json.dumps(summary))
         if skipped:
             named = ", ".join(f"{clip} ({reason})" for clip, reason in skipped[:10])
@@ -479,21 +642,24 @@ def run_training(accelerator: Accelerator, model_args, data_args, args) -> dict:
         save_checkpoint(accelerator, output_dir, state, args.keep_checkpoints)
     progress.close()
 
-    # The last epoch already scored the eval split at the final weights; only the other splits are new work.
-    results = {
-        split: last_eval if split == data_args.eval_split and last_eval is not None else
-        evaluate(accelerator, model, loader, distances)
-        for split, loader in eval_loaders.items()
-    }  # fmt: skip
+    arguments, results = (model_args, data_args, augmentation, args), {}
+    for folder, weights in finals.items():
+        # The last epoch already scored the eval split at the final weights; only the other splits are new work.
+        results[folder] = {
+            split: last_eval[folder] if split == data_args.eval_split and folder in last_eval else
+            evaluate(accelerator, weights, loader, distances)
+            for split, loader in eval_loaders.items()
+        }  # fmt: skip
+        if accelerator.is_main_process:
+            which = "the last" if folder == "model" else f"an exponential moving average (decay {args.ema_decay:g})"
+            which += " of the training weights"
+            final = save_final(weights, extractor, arguments, results[folder], folder, which)
+            scores = {s: {k: round(r[k], 4) for k in ("map", "omap")} for s, r in results[folder].items()}
+            accelerator.print(f"Saved the model to {final}: {json.dumps(scores)}")
     if accelerator.is_main_process:
-        final = save_final(accelerator, model, extractor, args, results, data_args.dataset)
         (output_dir / "history.json").write_text(json.dumps(state["history"], indent=2))
-        accelerator.print(
-            f"Saved the model to {final}: "
-            + json.dumps({s: {k: round(r[k], 4) for k in ("map", "omap")} for s, r in results.items()})
-        )
     accelerator.wait_for_everyone()
-    return results
+    return results["model"]
 
 
 if __name__ == "__main__":

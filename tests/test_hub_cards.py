@@ -1,5 +1,7 @@
 """Model cards: a Hub-ready model-index, whatever the dataset argument was."""
 
+from pathlib import Path
+
 import yaml
 
 from modeling_spa import SPAConfig
@@ -44,3 +46,12 @@ def test_a_hub_dataset_keeps_its_id():
     values = {(r["dataset"]["split"], m["type"]): m["value"] for r in index["results"] for m in r["metrics"]}
     assert values == {("validation", "map"): 0.5, ("validation", "omap"): 0.75, ("test", "map"): 0.4,
                       ("test", "omap"): 0.7}  # fmt: skip
+
+
+def test_the_card_prints_the_training_augmentation():
+    template = Path(__file__).resolve().parent.parent / "hub_cards" / "model_card.md"
+    settings = config()
+    assert "| training augmentation | none " in render_model_card(settings, "org/spa-tiny", RESULTS, template=template)
+    settings.augmentation = {"mixup_alpha": 0.3, "time_masks": 2, "time_mask_width": 192}
+    card = render_model_card(settings, "org/spa-tiny", RESULTS, template=template)
+    assert "| training augmentation | mixup Beta(0.3, 0.3) on the log-mel, p = 1; SpecAugment 2 × ≤ 192 frames" in card

@@ -135,3 +135,27 @@ def test_dtype_agnostic(small_problem, dtype):
     assert obce.dtype == torch.float32 and logits.grad.dtype == dtype and audio.grad.dtype == dtype
     reference = obce_loss(logits.detach().float(), labels, distances)
     assert obce.item() == pytest.approx(reference.item(), rel=1e-6)  # computed in float32 from the same values
+
+
+def test_obce_weights_on_audioset_with_mixed_labels_match_a_per_clip_reference(ontology):
+    """The 527 AudioSet classes and mixup's soft labels: the dense (B, C, C) minimum equals gathering each clip's
+    labels (the implementation before it, which read the largest label count on the host)."""
+    distances = torch.tensor(ontology.distances)
+    g = distances.float() / distances.max()
+    generator = torch.Generator().manual_seed(0)
+    labels = (torch.rand(8, 527, generator=generator) < 3 / 527).float()
+    labels[0] = 0  # no label
+    labels[1, :40] = 1  # many labels
+    lam = torch.rand(8, 1, generator=generator).clamp_min(0.5)
+    soft = lam * labels + (1 - lam) * labels[torch.tensor([1, 0, 3, 2, 5, 4, 7, 6])]
+    for t in (labels, soft):
+        nearest = torch.zeros(8, 527)
+        for i in range(8):
+            k = t[i].nonzero()[:, 0]
+            scaled = t[i, k] * g[:, k]  # (C, labels of clip i)
+            if len(k):
+                nearest[i] = torch.where(scaled == 0, torch.inf, scaled).amin(dim=1).nan_to_num(posinf=0.0)
+        row_max = nearest.amax(dim=1, keepdim=True)
+        weight = torch.where(row_max > 0, nearest / row_max.clamp_min(torch.finfo(torch.float32).tiny), 1.0)
+        weight = torch.where(t > 0, 1.0, weight)
+        assert torch.equal(ontology_loss_weight(t, distances), weight / weight.mean())

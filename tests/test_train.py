@@ -21,12 +21,20 @@ from conftest import free_port
 from safetensors.torch import load_file
 from transformers import AutoModel
 
+from modeling_spa.optimization import prior_bias
 from modeling_spa.publish import push_to_hub
+from modeling_spa.sampling import balanced_weights, expected_class_frequency, label_indices
 
 REPO = Path(__file__).resolve().parent.parent
 BAD_CLIPS = ["synth_bad_unreadable", "synth_bad_empty", "synth_bad_nan", "synth_bad_truncated",
              "synth_bad_one_sample_96k", "synth_bad_missing"]  # fmt: skip
 CLASSES = ["Siren", "Police car (siren)", "Civil defense siren", "White noise", "Pink noise", "Dial tone", "Tick"]
+# Everything of the training recipe on: balanced sampling (5 steps an epoch), augmentation, separate and layer-wise
+# decayed learning rates, the backbone frozen for the first 6 steps (past the first epoch), EMA, checkpointed blocks.
+ALL_ON = ("--balanced_sampling", "--epoch_length", "20", "--mixup_alpha", "0.3", "--freq_masks", "2",
+          "--freq_mask_width", "8", "--time_masks", "2", "--time_mask_width", "10", "--min_gain_db", "-6",
+          "--max_gain_db", "6", "--time_shift_s", "0.2", "--backbone_learning_rate", "0.001", "--layer_decay", "0.5",
+          "--freeze_backbone_steps", "6", "--ema_decay", "0.9", "--gradient_checkpointing")  # fmt: skip
 
 
 def load_recipe(name: str):
@@ -132,6 +140,14 @@ def trained(dataset_dir, tmp_path_factory):
     return out, done
 
 
+@pytest.fixture(scope="module")
+def trained_all_on(dataset_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "all_on"
+    done = run(train_command(dataset_dir, out, *ALL_ON), REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
 def test_training_saves_a_loadable_model_with_a_card(trained):
     out, done = trained
     model_dir = out / "model"
@@ -168,11 +184,45 @@ def test_bad_clips_are_skipped_counted_and_named(trained):
     assert history[-1]["eval_map"] > 0
 
 
-def test_killed_run_resumes_to_the_same_weights(trained, dataset_dir, tmp_path):
-    full, _ = trained
+def test_all_on_run_records_groups_rates_averages_and_settings(trained_all_on, dataset_dir, ontology):
+    out = trained_all_on
+    history = json.loads((out / "history.json").read_text())
+    assert [epoch["step"] for epoch in history] == [5, 10, 15]  # --epoch_length 20 at batch 4
+    rates = [epoch["lr"] for epoch in history]
+    assert set(rates[0]) == {"heads", "heads.no_decay", "backbone.layer_0.no_decay", "backbone.layer_1",
+                             "backbone.layer_1.no_decay", "backbone.layer_2", "backbone.layer_2.no_decay"}  # fmt: skip
+    # Epoch 0 ends inside the 6 frozen steps: the backbone's rate is 0, the heads' follows the schedule.
+    assert rates[0]["heads"] > 0 and all(lr == 0 for name, lr in rates[0].items() if name.startswith("backbone"))
+    # Then each block's rate is the backbone's (1/3 of the heads') times 0.5^(L + 1 - depth), L = 2 blocks.
+    for depth, name in ((0, "backbone.layer_0.no_decay"), (1, "backbone.layer_1"), (2, "backbone.layer_2.no_decay")):
+        assert rates[1][name] == pytest.approx(rates[1]["heads"] / 3 * 0.5 ** (3 - depth), rel=1e-9)
+    assert all("eval_ema_map" in epoch for epoch in history)
+    for folder in ("model", "model_ema"):
+        for name in ("config.json", "model.safetensors", "README.md", "eval_results.json", "training_args.json"):
+            assert (out / folder / name).is_file(), (folder, name)
+    ema_card = (out / "model_ema" / "README.md").read_text()
+    assert "exponential moving average (decay 0.9)" in ema_card and "class-balanced sampling" in ema_card
+    assert "mixup Beta(0.3, 0.3) on the log-mel" in ema_card and "backbone frozen for the first 6 steps" in ema_card
+    last, average = (load_file(out / folder / "model.safetensors") for folder in ("model", "model_ema"))
+    assert not torch.equal(last["classifier.weight"], average["classifier.weight"])
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["augmentation"]["mixup_alpha"] == 0.3 and config["augmentation"]["time_mask_width"] == 10
+    assert json.loads((out / "model" / "training_args.json").read_text())["data"]["balanced_sampling"] is True
+    # The classifier bias started at the log-odds of the class frequencies the sampler draws (15 small steps since).
+    train = datasets.load_dataset("parquet", data_files=str(dataset_dir / "data" / "train-*.parquet"))["train"]
+    mids = config["label_mids"]
+    labels = label_indices(train["labels"], mids)
+    expected = prior_bias(expected_class_frequency(labels, balanced_weights(labels, len(mids)), len(mids)))
+    assert expected.abs().max() > 1.5  # far from the 0 of a default initialisation
+    torch.testing.assert_close(last["classifier.bias"].double(), expected, atol=0.1, rtol=0)
+
+
+def test_killed_run_resumes_to_the_same_weights(trained_all_on, dataset_dir, tmp_path):
+    """With every random part of the recipe on: the sampler, augmentation, the frozen warm-up, the EMA."""
+    full = trained_all_on
     out = tmp_path / "killed"
     env = os.environ | {"HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(train_command(dataset_dir, out), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(train_command(dataset_dir, out, *ALL_ON), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 300
     while not (out / "checkpoints" / "step_2" / "trainer_state.json").is_file():
@@ -181,16 +231,14 @@ def test_killed_run_resumes_to_the_same_weights(trained, dataset_dir, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "model").exists()  # killed before the end
-    done = run(train_command(dataset_dir, out, "--resume_from_checkpoint", "latest"), REPO)
+    done = run(train_command(dataset_dir, out, *ALL_ON, "--resume_from_checkpoint", "latest"), REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Resumed from" in done.stdout
-    resumed, uninterrupted = (
-        load_file(out / "model" / "model.safetensors"),
-        load_file(full / "model" / "model.safetensors"),
-    )
-    assert resumed.keys() == uninterrupted.keys()
-    for key in resumed:
-        torch.testing.assert_close(resumed[key], uninterrupted[key], rtol=1e-5, atol=1e-6, msg=key)
+    for folder in ("model", "model_ema"):
+        resumed, uninterrupted = (load_file(run / folder / "model.safetensors") for run in (out, full))
+        assert resumed.keys() == uninterrupted.keys()
+        for key in resumed:
+            torch.testing.assert_close(resumed[key], uninterrupted[key], rtol=1e-5, atol=1e-6, msg=f"{folder} {key}")
 
 
 def test_unknown_label_is_an_error_naming_it(dataset_dir, tmp_path):
@@ -206,19 +254,60 @@ def test_unknown_label_is_an_error_naming_it(dataset_dir, tmp_path):
     assert "clip synth_odd_label" in done.stderr and "/m/09x0r" in done.stderr
 
 
-@pytest.mark.parametrize("alpha", ["0", "0.3"])  # at 0, p_t gets no gradient: DDP must not wait for one
-def test_two_processes(dataset_dir, tmp_path, alpha):
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", free_port()]  # fmt: skip
-    extra = ("--num_epochs", "2", "--spa_alpha", alpha)
-    # Both ranks must also exit by themselves (they used to deadlock in the process group's destructor).
-    done = run(command + train_command(dataset_dir, tmp_path / "ddp", *extra)[1:], REPO, timeout=180)
+def launch_command() -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", free_port()]  # fmt: skip
+
+
+# Two processes with the whole recipe on, the frozen backbone included (its gradients are computed and all-reduced,
+# then dropped: DDP waits for none that never comes). 20 clips an epoch over 2 processes at batch 4: 3 steps an epoch
+# (the last batch evened out); frozen for 4 steps; every checkpoint kept, for the resume test.
+DDP_ALL_ON = (*ALL_ON, "--num_epochs", "2", "--freeze_backbone_steps", "4", "--keep_checkpoints", "10")
+
+
+@pytest.fixture(scope="module")
+def ddp_all_on(dataset_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "ddp_all_on"
+    done = run(launch_command() + train_command(dataset_dir, out, *DDP_ALL_ON)[1:], REPO, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]  # both ranks exit by themselves
+    return out
+
+
+def test_two_processes(dataset_dir, tmp_path):
+    # At α = 0, p_t gets no gradient: DDP must not wait for one. Both ranks must also exit by themselves (they used
+    # to deadlock in the process group's destructor).
+    extra = ("--num_epochs", "2", "--spa_alpha", "0")
+    done = run(launch_command() + train_command(dataset_dir, tmp_path / "ddp", *extra)[1:], REPO, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     history = json.loads((tmp_path / "ddp" / "history.json").read_text())
     assert [epoch["train_skipped_clips"] for epoch in history] == [6, 6]  # unique over both processes
     assert history[0]["eval_skipped_clips"] == 1
     assert json.loads((tmp_path / "ddp" / "model" / "eval_results.json").read_text())["test"]["map"] > 0
+
+
+def test_two_processes_with_the_whole_recipe(ddp_all_on):
+    history = json.loads((ddp_all_on / "history.json").read_text())
+    assert [epoch["step"] for epoch in history] == [3, 6] and history[0]["eval_skipped_clips"] == 1
+    assert history[0]["lr"]["backbone.layer_1"] == 0 and history[0]["lr"]["heads"] > 0  # step 3: still frozen
+    for folder in ("model", "model_ema"):
+        assert json.loads((ddp_all_on / folder / "eval_results.json").read_text())["test"]["map"] > 0
+
+
+def test_two_process_run_resumed_mid_epoch_ends_with_the_same_weights(ddp_all_on, dataset_dir, tmp_path):
+    """From step 4, the first batch of epoch 1, in a fresh pair of processes: the sampler must redraw epoch 1
+    (Accelerate's skipping loader does not pass its epoch on to the sampler under DDP), the backbone unfreezes there,
+    and the processes' augmentation streams continue from the checkpoint."""
+    step_4 = ddp_all_on / "checkpoints" / "step_4"
+    assert json.loads((step_4 / "trainer_state.json").read_text())["batches_in_epoch"] == 1
+    out = tmp_path / "resumed"
+    extra = (*DDP_ALL_ON, "--resume_from_checkpoint", str(step_4))
+    done = run(launch_command() + train_command(dataset_dir, out, *extra)[1:], REPO, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for folder in ("model", "model_ema"):
+        resumed, uninterrupted = (load_file(run / folder / "model.safetensors") for run in (out, ddp_all_on))
+        for key in resumed:
+            torch.testing.assert_close(resumed[key], uninterrupted[key], rtol=1e-5, atol=1e-6, msg=f"{folder} {key}")
 
 
 def test_unknown_yaml_key_is_named(tmp_path):
@@ -288,12 +377,35 @@ def test_non_finite_steps_are_skipped_reported_and_stop_the_run(capsys):
 def test_diverging_two_process_run_stops_with_a_clear_error(dataset_dir, tmp_path):
     # A learning rate of 1e30 blows the weights up after one step: every later step is non-finite. Both ranks take
     # the same decision (the gradients are all-reduced), stop with the error, and exit.
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", free_port()]  # fmt: skip
     extra = ("--num_epochs", "1", "--learning_rate", "1e30", "--warmup_ratio", "0", "--test_split", "")
-    done = run(command + train_command(dataset_dir, tmp_path / "nan", *extra)[1:], REPO, timeout=180)
+    done = run(launch_command() + train_command(dataset_dir, tmp_path / "nan", *extra)[1:], REPO, timeout=180)
     assert done.returncode != 0
     assert "error: Training stopped at step" in done.stderr and "clips of the last step: synth_" in done.stderr
     assert "skipped optimizer step" in done.stdout
     assert not (tmp_path / "nan" / "model").exists()
+
+
+def test_baselines_and_switches_parse(monkeypatch):
+    recipe = load_recipe("train")
+    model_args, *_ = recipe.parse_arguments(["--baseline", "wo_spa", "--spa_alpha", "0.5"])
+    assert (model_args.spa_alpha, model_args.classification_loss) == (0.0, "obce")  # the paper's "w/o SPA"
+    model_args, *_ = recipe.parse_arguments(["--baseline", "bce"])
+    assert (model_args.spa_alpha, model_args.classification_loss) == (0.0, "bce")
+    with pytest.raises(ValueError, match="--baseline must be one of"):
+        recipe.parse_arguments(["--baseline", "public"])
+    with pytest.raises(ValueError, match="add --balanced_sampling"):
+        recipe.parse_arguments(["--epoch_length", "100"])
+    _, _, augmentation, args = recipe.parse_arguments(["--mixup_alpha", "0.5", "--freq_masks", "2"])
+    assert augmentation.mixup_alpha == 0.5 and augmentation.freq_masks == 2 and args.mixed_precision is None
+    # Mixed precision: the script's choice, else the launcher's other than "no", else bf16 on a GPU with it.
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert recipe.default_mixed_precision(args) == "bf16"
+    assert recipe.default_mixed_precision(SimpleNamespace(mixed_precision=None, cpu=True)) == "no"
+    assert recipe.default_mixed_precision(SimpleNamespace(mixed_precision="no", cpu=False)) == "no"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    assert recipe.default_mixed_precision(args) is None  # Accelerator reads the launcher's fp16
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    assert recipe.default_mixed_precision(args) == "no"

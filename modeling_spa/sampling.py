@@ -1,0 +1,125 @@
+"""Class-balanced sampling of multi-label clips, as AudioSet recipes do (PaSST's `get_ft_weighted_sampler`).
+
+A clip's weight sums, over its labels, `scale / (count(label) + offset)`: rare classes are drawn more often, and the
+offset keeps classes seen a handful of times from dominating (PaSST: offset 100, scale 1000, sum over labels).
+Clips are drawn with replacement from those weights, `num_samples` per epoch, from a generator seeded with
+(seed, epoch) only: the same epoch gives the same draw on every process and in every run, so a resumed run
+continues exactly (the training loop skips the batches it already did).
+
+Under several processes the draw is one global sequence, split without overlap: Accelerate's prepared loader deals
+its batches out in turn (`BatchSamplerShard`; leave `num_replicas` at 1 there), and a plain DDP loop gives each rank
+`num_replicas`/`rank`, which take every `num_replicas`-th index, like `DistributedSampler`. Either way the ranks
+together draw `num_samples` clips from the weights, and no position of the draw is used twice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from torch.utils.data import Sampler
+
+PASST_OFFSET = 100.0
+PASST_SCALE = 1000.0
+
+
+def label_indices(
+    clip_labels: Sequence[Sequence[str]], label_mids: Sequence[str], clip_ids: Sequence[str] | None = None
+) -> list[np.ndarray]:
+    """Each clip's labels as class indices in the model's order; an unknown mid is an error naming it and the clip
+    (by its id, else its position)."""
+    index = {mid: i for i, mid in enumerate(label_mids)}
+    out = []
+    for n, mids in enumerate(clip_labels):
+        if unknown := [mid for mid in mids if mid not in index]:
+            clip = clip_ids[n] if clip_ids is not None else f"#{n}"
+            raise ValueError(f"clip {clip}: labels {unknown} are not among the model's {len(index)} classes.")
+        out.append(np.fromiter((index[mid] for mid in mids), dtype=np.int64, count=len(mids)))
+    return out
+
+
+def class_counts(labels: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
+    """How many clips carry each class (a clip counts once per class)."""
+    flat = np.concatenate([np.unique(clip) for clip in labels]) if labels else np.zeros(0, dtype=np.int64)
+    return np.bincount(flat, minlength=num_classes).astype(np.float64)
+
+
+def balanced_weights(
+    labels: Sequence[np.ndarray],
+    num_classes: int,
+    offset: float = PASST_OFFSET,
+    scale: float = PASST_SCALE,
+    reduce: str = "sum",
+) -> np.ndarray:
+    """Per-clip sampling weights: `reduce` ("sum" as PaSST by default, or "max") of scale / (count + offset).
+
+    A clip without labels weighs 0 (never drawn), as in PaSST.
+    """
+    if reduce not in ("sum", "max"):
+        raise ValueError(f"reduce must be 'sum' or 'max', got {reduce!r}")
+    per_class = scale / (class_counts(labels, num_classes) + offset)
+    combine = np.sum if reduce == "sum" else np.max
+    return np.array([combine(per_class[np.unique(clip)]) if len(clip) else 0.0 for clip in labels])
+
+
+def expected_class_frequency(labels: Sequence[np.ndarray], weights: np.ndarray, num_classes: int) -> np.ndarray:
+    """The share of drawn clips that carry each class, when clips are drawn in proportion to `weights`."""
+    clips = np.repeat(np.arange(len(labels)), [len(np.unique(clip)) for clip in labels])
+    classes = np.concatenate([np.unique(clip) for clip in labels]) if labels else np.zeros(0, dtype=np.int64)
+    mass = np.bincount(classes, weights=weights[clips], minlength=num_classes)
+    return mass / weights.sum()
+
+
+class BalancedSampler(Sampler[int]):
+    """Draws `num_samples` clip indices per epoch with replacement, in proportion to `weights`.
+
+    The draw depends on (seed, epoch) only; call `set_epoch` before each epoch (Accelerate's loaders do when the
+    training loop calls their `set_epoch`). With `num_replicas` > 1 this process yields its share of the global
+    draw (every `num_replicas`-th index from `rank`), the global draw rounded up to a multiple of `num_replicas`.
+    """
+
+    def __init__(
+        self,
+        weights: Sequence[float] | np.ndarray,
+        num_samples: int | None = None,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ):
+        self.weights = np.asarray(weights, dtype=np.float64)
+        if self.weights.ndim != 1 or not np.isfinite(self.weights).all() or (self.weights < 0).any():
+            raise ValueError("weights must be a 1-D sequence of finite, non-negative numbers")
+        if not self.weights.sum() > 0:
+            raise ValueError("every clip weighs 0: the training split has no labelled clip")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+        self.num_samples = len(self.weights) if num_samples is None else int(num_samples)
+        self.seed, self.num_replicas, self.rank, self.epoch = seed, num_replicas, rank, 0
+
+    @property
+    def total_size(self) -> int:
+        return math.ceil(self.num_samples / self.num_replicas) * self.num_replicas
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def global_draw(self) -> np.ndarray:
+        """This epoch's indices over all processes (`total_size` of them), from a generator seeded by (seed, epoch)."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        return rng.choice(len(self.weights), size=self.total_size, replace=True, p=self.weights / self.weights.sum())
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.global_draw()[self.rank :: self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.total_size // self.num_replicas
+
+
+__all__ = [
+    "BalancedSampler",
+    "balanced_weights",
+    "class_counts",
+    "expected_class_frequency",
+    "label_indices",
+]

@@ -1,0 +1,102 @@
+"""Class-balanced sampling: PaSST's weights, the class frequencies it draws, reproducibility, DDP shards."""
+
+import numpy as np
+import pytest
+import torch
+from accelerate.data_loader import BatchSamplerShard
+from torch.utils.data import BatchSampler
+
+from modeling_spa.sampling import (
+    BalancedSampler,
+    balanced_weights,
+    class_counts,
+    expected_class_frequency,
+    label_indices,
+)
+
+
+@pytest.fixture(scope="module")
+def imbalanced(ontology):
+    """3000 clips over 40 real AudioSet classes with Zipf-like frequencies (class 0 ~150x class 39), 1-3 labels each."""
+    rng = np.random.default_rng(0)
+    mids = ontology.label_mids[:40]
+    popularity = 1.0 / np.arange(1, 41) ** 1.4
+    clips = [
+        list(rng.choice(mids, size=rng.integers(1, 4), replace=False, p=popularity / popularity.sum()))
+        for _ in range(3000)
+    ]
+    return mids, clips
+
+
+def test_weights_are_passts(ontology):
+    mids = ontology.label_mids[:3]
+    labels = label_indices([[mids[0]], [mids[0], mids[1]], [mids[1], mids[2]], []], mids)
+    np.testing.assert_array_equal(class_counts(labels, 3), [2, 2, 1])
+    # PaSST: sum over the clip's labels of 1000 / (count + 100); a clip without labels weighs 0.
+    expected = [1000 / 102, 1000 / 102 + 1000 / 102, 1000 / 102 + 1000 / 101, 0.0]
+    np.testing.assert_allclose(balanced_weights(labels, 3), expected)
+    np.testing.assert_allclose(balanced_weights(labels, 3, reduce="max"), [1000 / 102, 1000 / 102, 1000 / 101, 0])
+    with pytest.raises(ValueError, match=r"clip #1: labels \['/m/nope'\]"):
+        label_indices([[mids[0]], ["/m/nope"]], mids)
+    with pytest.raises(ValueError, match=r"clip yt-2: labels \['/m/nope'\] are not among the model's 3 classes"):
+        label_indices([[mids[0]], ["/m/nope"]], mids, ["yt-1", "yt-2"])
+
+
+def test_sampled_class_frequencies_match_the_expected_ones(imbalanced):
+    mids, clips = imbalanced
+    labels = label_indices(clips, mids)
+    weights = balanced_weights(labels, len(mids), offset=10.0)
+    expected = expected_class_frequency(labels, weights, len(mids))
+    # By hand: the weight share of the clips that carry each class.
+    by_hand = np.array([sum(w for w, clip in zip(weights, labels, strict=True) if c in clip) for c in range(40)])
+    np.testing.assert_allclose(expected, by_hand / weights.sum())
+
+    draws = 60000
+    sampler = BalancedSampler(weights, num_samples=draws, seed=3)
+    drawn = np.fromiter(sampler, dtype=np.int64)
+    assert len(drawn) == draws and len(sampler) == draws
+    observed = class_counts([labels[i] for i in drawn], len(mids)) / draws
+    sigma = np.sqrt(expected * (1 - expected) / draws)
+    assert np.all(np.abs(observed - expected) < 5 * sigma), np.abs(observed - expected) / sigma
+    # And it balances: the data's most/least frequent class ratio is ~100, the drawn one far smaller.
+    data = class_counts(labels, len(mids)) / len(labels)
+    assert data.max() / data.min() > 50 and observed.max() / observed.min() < data.max() / data.min() / 5
+
+
+def test_the_draw_depends_on_seed_and_epoch_only():
+    weights = np.arange(1.0, 21.0)
+    a, b = BalancedSampler(weights, 50, seed=7), BalancedSampler(weights, 50, seed=7)
+    assert list(a) == list(b)
+    a.set_epoch(1)
+    assert list(a) != list(b)
+    b.set_epoch(1)
+    assert list(a) == list(b)
+    assert list(BalancedSampler(weights, 50, seed=8)) != list(b)
+    with pytest.raises(ValueError, match="no labelled clip"):
+        BalancedSampler(np.zeros(5))
+
+
+def test_ddp_shards_split_one_global_draw():
+    weights = np.random.default_rng(1).random(30)
+    shards = []
+    for rank in range(2):  # a plain DDP loop: each rank takes every second index of the global draw
+        shard = BalancedSampler(weights, 41, seed=5, num_replicas=2, rank=rank)
+        shard.set_epoch(2)
+        shards.append(list(shard))
+    assert len(shards[0]) == len(shards[1]) == 21  # 41 rounded up to 42, 21 each
+    np.testing.assert_array_equal(np.stack(shards, axis=1).ravel(), shard.global_draw())
+    # What the recipe does: one sampler on every rank, and Accelerate deals its batches out in turn.
+    whole = BalancedSampler(weights, 41, seed=5)
+    whole.set_epoch(2)
+    batches = list(BatchSampler(whole, batch_size=4, drop_last=False))  # 10 of 4, then 1
+    dealt = [list(BatchSamplerShard(BatchSampler(whole, 4, False), 2, rank)) for rank in range(2)]
+    assert dealt[0][:5] == batches[0:10:2] and dealt[1][:5] == batches[1:10:2]  # no position used twice
+    # The last, short batch is completed from the start of the draw, as Accelerate evens out batches.
+    assert dealt[0][5] == batches[10] + batches[0][:3] and len(dealt[1]) == 6
+
+
+def test_sampler_in_a_dataloader_is_reproducible():
+    weights = torch.rand(12).numpy()
+    loader = torch.utils.data.DataLoader(range(12), batch_size=3, sampler=BalancedSampler(weights, 9, seed=1))
+    first = [b.tolist() for b in loader]
+    assert [b.tolist() for b in loader] == first and len(first) == 3
