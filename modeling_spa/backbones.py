@@ -17,6 +17,7 @@ from transformers import ASTConfig, PreTrainedConfig
 
 from .backbone_ast import ASTBackbone
 from .backbone_demo_cnn import DemoCNNBackbone, DemoCNNConfig
+from .backbone_psla import PSLABackbone, PSLAConfig, load_psla_checkpoint
 
 
 @dataclass(frozen=True)
@@ -110,5 +111,16 @@ register_backbone(
         lambda c: c.hidden_size,
         ASTBackbone.from_pretrained_ast,
         licence="bsd-3-clause",  # MIT/ast-finetuned-audioset-10-10-0.4593, as the YuanGongND/ast repository
+    )
+)
+register_backbone(
+    BackboneSpec(
+        "psla",
+        PSLAConfig,
+        "psla",
+        PSLABackbone,
+        lambda c: c.hidden_dim,
+        load_psla_checkpoint,  # PSLA's as_mdl_0_wa.pth / as_mdl_0.pth, by path (no pinned hash)
+        licence="bsd-3-clause",  # YuanGongND/psla
     )
 )
