@@ -19,6 +19,7 @@ from .backbone_ast import ASTBackbone
 from .backbone_cnn14 import Cnn14Backbone, Cnn14Config
 from .backbone_demo_cnn import DemoCNNBackbone, DemoCNNConfig
 from .backbone_htsat import HTSATBackbone, HTSATConfig
+from .backbone_psla import PSLABackbone, PSLAConfig, load_psla_checkpoint
 
 
 @dataclass(frozen=True)
@@ -135,5 +136,16 @@ register_backbone(
         HTSATBackbone.from_pretrained_htsat,
         max_frames=lambda c: c.max_frames,
         licence="mit",  # HTS-AT's AudioSet checkpoints; CLAP's laion/clap-htsat-unfused is Apache-2.0
+    )
+)
+register_backbone(
+    BackboneSpec(
+        "psla",
+        PSLAConfig,
+        "psla",
+        PSLABackbone,
+        lambda c: c.hidden_dim,
+        load_psla_checkpoint,  # PSLA's as_mdl_0_wa.pth / as_mdl_0.pth, by path (no pinned hash)
+        licence="bsd-3-clause",  # YuanGongND/psla
     )
 )

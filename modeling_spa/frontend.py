@@ -157,6 +157,16 @@ FRONTEND_PRESETS: dict[str, dict] = {
 # at 48 kHz with hop 480: 10 s -> 1001 frames. HTS-AT normalises with its own BatchNorm.
 FRONTEND_PRESETS["htsat"] = {**FRONTEND_PRESETS["cnn14"], "sampling_rate": 48000, "hop_length": 480, "max_frames": 1001}
 
+# PSLA (YuanGongND/psla src/dataloaders/audioset_dataset.py): torchaudio's Kaldi fbank with the AST recipe's arguments
+# of the waveform minus its mean (a no-op here: Kaldi removes each frame's DC offset before pre-emphasis, and padded
+# frames are masked), zero-padded or cropped to 1056 frames, then (x + 4.6476) / 4.5699 (one std, not AST's two).
+FRONTEND_PRESETS["psla"] = {
+    **FRONTEND_PRESETS["ast"],
+    "normalize_mean": -4.6476,
+    "normalize_std": 4.5699,
+    "max_frames": 1056,
+}
+
 
 def frontend_preset(name: str) -> dict:
     """A copy of the front-end preset `name`, safe to edit and to store in a config."""

@@ -58,7 +58,7 @@ def test_presets_are_plain_json_and_copied():
 
 
 def test_unknown_preset_names_the_known_ones():
-    with pytest.raises(ValueError, match="'pann'.*ast, cnn14, htsat, passt, tiny"):
+    with pytest.raises(ValueError, match="'pann'.*ast, cnn14, htsat, passt, psla, tiny"):
         frontend_preset("pann")
 
 
@@ -153,6 +153,7 @@ EXPECTED_FRAMES = {
     # preset: (frames of 10 s before max_frames, output frames)
     "passt": (1 + (320000 - 1) // 320, 1000),
     "ast": (1 + (160000 - 400) // 160, 1024),
+    "psla": (1 + (160000 - 400) // 160, 1056),
     "cnn14": (1 + 320000 // 320, 1001),
     "htsat": (1 + 480000 // 480, 1001),
     "tiny": (1 + 160000 // 160, 1 + 160000 // 160),  # no max_frames: the demo CNN takes any length
