@@ -478,7 +478,7 @@ def test_recipe_config_parses_to_this_backbone_and_release():
     train = importlib.util.module_from_spec(spec)
     sys.modules["train"] = train  # dataclasses look their module up there
     spec.loader.exec_module(train)
-    model_args, data_args, args = train.parse_arguments([str(recipes / "configs" / "htsat_audioset.yaml")])
+    model_args, data_args, _, args = train.parse_arguments([str(recipes / "configs" / "htsat_audioset.yaml")])
     assert model_args.backbone == "htsat" and RELEASES[model_args.pretrained_backbone].backbone == "htsat"
     assert (args.learning_rate, args.weight_decay, args.max_grad_norm, args.seed) == (1e-4, 0.05, 1.0, 970131)
     assert data_args.max_length_s == 10.0 and model_args.frontend is None  # the backbone's own: cnn14

@@ -568,7 +568,7 @@ def test_recipe_config_parses():
     train = importlib.util.module_from_spec(spec)
     sys.modules["train"] = train  # dataclasses look their module up there
     spec.loader.exec_module(train)
-    model_args, data_args, train_args = train.parse_arguments(
+    model_args, data_args, _, train_args = train.parse_arguments(
         [str(REPO / "recipes" / "configs" / "psla_audioset.yaml")]
     )
     assert model_args.backbone == "psla" and model_args.pretrained_backbone.endswith("as_mdl_0_wa.pth")
