@@ -17,6 +17,7 @@ from transformers import ASTConfig, PreTrainedConfig
 
 from .backbone_ast import ASTBackbone
 from .backbone_demo_cnn import DemoCNNBackbone, DemoCNNConfig
+from .backbone_passt import PaSSTBackbone, PaSSTConfig
 
 
 @dataclass(frozen=True)
@@ -110,5 +111,16 @@ register_backbone(
         lambda c: c.hidden_size,
         ASTBackbone.from_pretrained_ast,
         licence="bsd-3-clause",  # MIT/ast-finetuned-audioset-10-10-0.4593, as the YuanGongND/ast repository
+    )
+)
+register_backbone(
+    BackboneSpec(
+        "passt",
+        PaSSTConfig,
+        lambda c: c.frontend_preset,
+        PaSSTBackbone,
+        lambda c: c.hidden_size,
+        PaSSTBackbone.from_original,
+        licence="apache-2.0",  # kkoutini/PaSST code and release weights
     )
 )
