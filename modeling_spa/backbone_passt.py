@@ -322,7 +322,8 @@ class PaSSTBackbone(nn.Module):
             raise ValueError(f"PaSST needs at least {config.patch_size} frames, got {features.shape[1]}.")
         grid = self.patch_embed(features)
         columns = self._real_columns(frame_mask, grid.shape[-1])
-        if not self.training and columns is not None and not torch.compiler.is_compiling():
+        tracing = torch.compiler.is_compiling() or torch.jit.is_tracing()  # shapes must not depend on the data
+        if not self.training and columns is not None and not tracing:
             # Columns that no clip of the batch fills are masked anyway: leave them out (a short clip then costs
             # what its own patches cost). In training they stay, as in PaSST: patchout counts assume the full grid.
             used = int(columns.sum(dim=1).max())

@@ -501,15 +501,17 @@ def test_remote_code_works_without_the_package(tiny_model, tmp_path):
     torch.testing.assert_close(torch.tensor(result["logits"]), expected, rtol=0, atol=1e-6)
 
 
-def test_torch_compile():
+def test_torch_compile_and_export():
     backbone = tiny_backbone(num_hidden_layers=1).eval()
     features = torch.randn(2, 200, 128)
     mask = torch.ones(2, 200, dtype=torch.bool)
     mask[1, 120:] = False
     compiled = torch.compile(backbone, fullgraph=True)  # no graph break in eval
     with torch.no_grad():
-        torch.testing.assert_close(compiled(features, mask).pooler_output, backbone(features, mask).pooler_output,
-                                   rtol=1e-4, atol=1e-5)  # fmt: skip
+        expected = backbone(features, mask).pooler_output
+        torch.testing.assert_close(compiled(features, mask).pooler_output, expected, rtol=1e-4, atol=1e-5)
+        exported = torch.export.export(backbone, (features, mask)).module()
+        torch.testing.assert_close(exported(features, mask).pooler_output, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_bfloat16_autocast_with_the_frontend_in_float32(tiny_model, batch):
