@@ -19,6 +19,7 @@ from .backbone_ast import ASTBackbone
 from .backbone_cnn14 import Cnn14Backbone, Cnn14Config
 from .backbone_demo_cnn import DemoCNNBackbone, DemoCNNConfig
 from .backbone_htsat import HTSATBackbone, HTSATConfig
+from .backbone_passt import PaSSTBackbone, PaSSTConfig
 from .backbone_psla import PSLABackbone, PSLAConfig, load_psla_checkpoint
 
 
@@ -147,5 +148,16 @@ register_backbone(
         lambda c: c.hidden_dim,
         load_psla_checkpoint,  # PSLA's as_mdl_0_wa.pth / as_mdl_0.pth, by path (no pinned hash)
         licence="bsd-3-clause",  # YuanGongND/psla
+    )
+)
+register_backbone(
+    BackboneSpec(
+        "passt",
+        PaSSTConfig,
+        lambda c: c.frontend_preset,
+        PaSSTBackbone,
+        lambda c: c.hidden_size,
+        PaSSTBackbone.from_original,
+        licence="apache-2.0",  # kkoutini/PaSST code and release weights
     )
 )

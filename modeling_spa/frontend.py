@@ -167,6 +167,11 @@ FRONTEND_PRESETS["psla"] = {
     "max_frames": 1056,
 }
 
+# PaSST's "stfthop" releases (v0.0.3-audioset, hear21passt hop160base / hop100base): the `passt` front-end with STFT
+# hop 160 / 100, so 10 s = 2000 / 3200 frames (their time tables have 200 / 320 positions).
+FRONTEND_PRESETS["passt_hop160"] = {**FRONTEND_PRESETS["passt"], "hop_length": 160, "max_frames": 2000}
+FRONTEND_PRESETS["passt_hop100"] = {**FRONTEND_PRESETS["passt"], "hop_length": 100, "max_frames": 3200}
+
 
 def frontend_preset(name: str) -> dict:
     """A copy of the front-end preset `name`, safe to edit and to store in a config."""

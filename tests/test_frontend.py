@@ -58,7 +58,7 @@ def test_presets_are_plain_json_and_copied():
 
 
 def test_unknown_preset_names_the_known_ones():
-    with pytest.raises(ValueError, match="'pann'.*ast, cnn14, htsat, passt, psla, tiny"):
+    with pytest.raises(ValueError, match="'pann'.*ast, cnn14, htsat, passt, passt_hop100, passt_hop160, psla, tiny"):
         frontend_preset("pann")
 
 
@@ -152,6 +152,8 @@ def test_sine_peaks_in_the_mel_band_centred_on_it(name):
 EXPECTED_FRAMES = {
     # preset: (frames of 10 s before max_frames, output frames)
     "passt": (1 + (320000 - 1) // 320, 1000),
+    "passt_hop160": (1 + (320000 - 1) // 160, 2000),
+    "passt_hop100": (1 + (320000 - 1) // 100, 3200),
     "ast": (1 + (160000 - 400) // 160, 1024),
     "psla": (1 + (160000 - 400) // 160, 1056),
     "cnn14": (1 + 320000 // 320, 1001),
