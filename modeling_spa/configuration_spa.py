@@ -20,9 +20,9 @@ logger = logging.get_logger(__name__)
 class SPAConfig(PreTrainedConfig):
     r"""Configuration of [`SPAForAudioClassification`]: front-end, audio backbone, projections, label text and loss.
 
-    The defaults build the paper's setting (Liu & Ren, ICASSP 2024) on the AudioSet-pretrained AST backbone, with
-    AST's own front-end (16 kHz, 128-bin Kaldi fbank, 1024 frames), `concat` label descriptions encoded by BERT
-    base, α = 0.3 and (L_BCE + L_OBCE)/2. `backbone="demo_cnn"` is the small CNN of the offline demo, trained from
+    The defaults are the paper's setting (Liu & Ren, ICASSP 2024): the PaSST-S backbone with PaSST's front-end
+    (32 kHz, 128 mel bins, window 800, hop 320, 1000 frames), `concat` label descriptions encoded by BERT base,
+    α = 0.3 and (L_BCE + L_OBCE)/2. `backbone="demo_cnn"` is the small CNN of the offline demo, trained from
     scratch; it is no backbone of the paper.
 
     Args:
@@ -74,13 +74,11 @@ class SPAConfig(PreTrainedConfig):
     """
 
     model_type = "spa"
-    sub_configs_defaults = {
-        "audio_config": SubConfigSpec(config_class=AutoConfig, model_type="audio-spectrogram-transformer")
-    }
+    sub_configs_defaults = {"audio_config": SubConfigSpec(config_class=AutoConfig, model_type="spa_passt")}
     # Trainer.predict keeps the outputs not named here: the logits alone, not the embeddings and loss parts.
     keys_to_ignore_at_inference = ["audio_embeds", "bce_loss", "obce_loss", "spa_loss", "hidden_states", "attentions"]
 
-    backbone: str = "ast"
+    backbone: str = "passt"
     audio_config: PreTrainedConfig | dict | None = None
     frontend: dict | None = None
     projection_dim: int = 512

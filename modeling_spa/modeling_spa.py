@@ -340,7 +340,7 @@ class SPAForAudioClassification(SPAPreTrainedModel):
     @classmethod
     def from_backbone(
         cls,
-        backbone: str = "ast",
+        backbone: str = "passt",
         audio_config: PreTrainedConfig | dict | None = None,
         pretrained_backbone: str | None = None,
         label_mids: Sequence[str] | None = None,

@@ -53,9 +53,11 @@ BASELINES = {"wo_spa": (0.0, "obce"), "bce": (0.0, "bce")}  # --baseline: the pa
 
 @dataclass
 class ModelArguments:
-    backbone: str = field(default="ast", metadata={"help": "registered backbone: ast, demo_cnn, ..."})
+    backbone: str = field(default="passt", metadata={"help": "passt, ast, cnn14, htsat, psla or demo_cnn"})
     audio_config: str | None = field(default=None, metadata={"help": "JSON overrides of the backbone config"})
-    pretrained_backbone: str | None = field(default=None, metadata={"help": "backbone checkpoint (e.g. AST id)"})
+    pretrained_backbone: str | None = field(
+        default=None, metadata={"help": "a checkpoint file, a release's short name (passt-s-swa-ap476) or a Hub id"}
+    )
     frontend: str | None = field(default=None, metadata={"help": "log-mel preset (default: the backbone's)"})
     init_from: str | None = field(default=None, metadata={"help": "an SPA checkpoint to fine-tune"})
     projection_dim: int = 512

@@ -270,13 +270,16 @@ def test_config_validation():
         SPAConfig(backbone="demo_cnn", audio_config={"num_mel_bins": 128}, frontend=TINY_FRONTEND)
 
 
-def test_defaults_are_an_audioset_backbone_with_its_own_frontend():
-    # SPAConfig() must not claim the paper's setting and build the demo CNN: it builds AST, the paper's backbone
-    # that transformers ships, with the front-end its AudioSet checkpoint was trained on.
+def test_defaults_are_the_papers_passt_setting():
+    # SPAConfig() is what its docstring says, the paper's setting: PaSST-S with PaSST's front-end (it used to claim
+    # that and build the demo CNN).
     config = SPAConfig()
     frontend = config.frontend
-    assert config.backbone == "ast" and config.audio_config.model_type == "audio-spectrogram-transformer"
-    assert (frontend["sampling_rate"], frontend["n_mels"], frontend["max_frames"]) == (16000, 128, 1024)
+    assert config.backbone == "passt" and config.audio_config.model_type == "spa_passt"
+    assert config.audio_config.hidden_size == 768 and config.audio_config.num_hidden_layers == 12
+    assert (frontend["sampling_rate"], frontend["n_mels"], frontend["win_length"], frontend["hop_length"]) == (
+        32000, 128, 800, 320)  # fmt: skip
+    assert frontend["max_frames"] == 1000
     assert config.description_style == "concat" and config.label_text_encoder == "google-bert/bert-base-uncased"
     assert config.spa_alpha == 0.3 and config.classification_loss == "obce"
     assert config.problem_type == "multi_label_classification"
