@@ -1,15 +1,20 @@
 """Audio Spectrogram Transformer (Gong et al., 2021) as an SPA backbone, through transformers' `ASTModel`.
 
 `MIT/ast-finetuned-audioset-10-10-0.4593` loads into it (see `ASTBackbone.from_pretrained_ast`); its pooled
-output is the mean of the CLS and distillation tokens, 768-dim.
+output is the mean of the CLS and distillation tokens, 768-dim. A config with 527 labels (an AudioSet checkpoint's)
+keeps AST's own classifier (`ASTMLPHead`) as the original AudioSet head, off the SPA path (`audioset_scores`).
+LoRA targets (transformers 5 names): `q_proj`, `v_proj`.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import ASTConfig, ASTModel
+from transformers import ASTConfig, ASTForAudioClassification, ASTModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogram_transformer import ASTMLPHead
+
+AUDIOSET_CLASSES = 527
 
 
 class ASTBackbone(nn.Module):
@@ -25,6 +30,9 @@ class ASTBackbone(nn.Module):
     def __init__(self, config: ASTConfig):
         super().__init__()
         self.ast = ASTModel(config)
+        if config.num_labels == AUDIOSET_CLASSES:
+            self.classifier = ASTMLPHead(config)
+            self.audioset_head_modules = ("classifier",)
 
     @property
     def config(self) -> ASTConfig:
@@ -43,16 +51,27 @@ class ASTBackbone(nn.Module):
             input_values=features, output_hidden_states=output_hidden_states, output_attentions=output_attentions
         )
 
+    def audioset_scores(self, features: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The AudioSet checkpoint's own predictions: (B, 527) sigmoid scores of its classifier."""
+        if not hasattr(self, "classifier"):
+            raise ValueError("This AST backbone has no AudioSet head (its config does not have 527 labels).")
+        return torch.sigmoid(self.classifier(self(features).pooler_output))
+
     @classmethod
     def from_pretrained_ast(cls, name_or_path: str, **kwargs) -> ASTBackbone:
-        """Wrap a pretrained `ASTModel` checkpoint (e.g. an AudioSet fine-tuned one); its head is dropped."""
-        backbone = cls.__new__(cls)
-        nn.Module.__init__(backbone)
+        """A pretrained AST checkpoint (a Hub id or a folder); an AudioSet classifier (527 labels) is kept as the
+        original head, any other head is dropped."""
         try:
-            backbone.ast = ASTModel.from_pretrained(name_or_path, **kwargs)
+            pretrained = ASTForAudioClassification.from_pretrained(name_or_path, **kwargs)
         except OSError as err:
             raise OSError(
-                f"AST checkpoint {name_or_path!r}: neither a local folder with an ASTModel nor loadable from the Hub "
+                f"AST checkpoint {name_or_path!r}: neither a local folder with an AST model nor loadable from the Hub "
                 f"({str(err).splitlines()[0]})"
             ) from err
+        backbone = cls.__new__(cls)
+        nn.Module.__init__(backbone)
+        backbone.ast = pretrained.audio_spectrogram_transformer
+        if pretrained.config.num_labels == AUDIOSET_CLASSES:
+            backbone.classifier = pretrained.classifier
+            backbone.audioset_head_modules = ("classifier",)
         return backbone

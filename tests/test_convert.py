@@ -43,3 +43,30 @@ def test_converts_into_a_folder_that_auto_model_loads(ast_checkpoint, tmp_path, 
 def test_a_missing_file_is_a_clear_error(tmp_path, capsys):
     assert main(["nope.pt", "--backbone", "ast", "--output", str(tmp_path / "x"), "--text_encoder", MINILM]) == 1
     assert "nope.pt" in capsys.readouterr().err
+
+
+def test_an_audioset_ast_keeps_its_own_head(tmp_path, mid_of):
+    # AST fine-tuned on AudioSet (527 labels): its classifier is kept, frozen, as the public checkpoint's predictions.
+    from transformers import ASTForAudioClassification
+
+    from modeling_spa import SPAForAudioClassification
+
+    torch.manual_seed(0)
+    config = tiny_ast_config()
+    config.num_labels = 527
+    original = ASTForAudioClassification(config).eval()
+    original.save_pretrained(tmp_path / "ast-audioset")
+    model = SPAForAudioClassification.from_backbone(
+        "ast", pretrained_backbone=str(tmp_path / "ast-audioset"), label_mids=[mid_of["Dog"], mid_of["Cat"]],
+        text_encoder=MINILM, projection_dim=8,
+    ).eval()  # fmt: skip
+    assert not any(p.requires_grad for p in model.spa.backbone.classifier.parameters())
+    waves = torch.randn(2, 16000) * 0.1
+    features, _ = model.spa.frontend(waves)
+    with torch.no_grad():
+        expected = original(input_values=features).logits.sigmoid()
+        torch.testing.assert_close(model.audioset_scores(waves), expected, rtol=0, atol=1e-6)
+    path = tmp_path / "spa"
+    model.save_pretrained(path)
+    with torch.no_grad():
+        torch.testing.assert_close(AutoModel.from_pretrained(path).eval().audioset_scores(waves), expected)
