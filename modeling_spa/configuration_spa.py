@@ -13,6 +13,7 @@ from .ontology import DEFAULT_PROMPT, DESCRIPTION_STYLES
 from .windowing import window_settings
 
 CLASSIFICATION_LOSSES = ("obce", "bce")
+SPA_OBJECTIVES = ("paper", "contrastive")
 
 logger = logging.get_logger(__name__)
 
@@ -43,6 +44,33 @@ class SPAConfig(PreTrainedConfig):
             validation split between 0.1 and 0.3; in a shorter pilot run α = 1.0 drove L_SPA close to 0 and lowered
             both mAP and OmAP.
         classification_loss (`str`): `obce` for (L_BCE + L_OBCE)/2 as in the paper, `bce` for plain BCE.
+        spa_objective (`str`): the alignment term L_SPA (`modeling_spa.losses`). `paper` (the default): the paper's
+            Eq. 4, 1 - mean cos(E_a, E_t) over the clip's labels. `contrastive`: cross-entropy of softmax(S / τ) over
+            all C labels (S the clip's cosines to every E_t, τ = `spa_temperature`) against the clip's labels
+            normalised to sum 1. Eq. 4 only pulls E_a towards its labels' E_t, and with a learnable p_t the cheapest
+            way to do that is to map every label to nearly one direction (the label space collapses: see
+            `modeling_spa.diagnostics`); the softmax also pushes E_a away from the other labels, so a collapsed
+            label space is its worst solution (loss log C), not its best.
+        spa_temperature (`float`): τ of the `contrastive` objective (default 0.1).
+        spa_uniformity_weight (`float`): weight, inside α, of the uniformity of the label embeddings (Wang & Isola
+            2020): log mean over label pairs of exp(-2 |ê_c - ê_c'|²), ê = E_t / |E_t|, which falls as the labels
+            spread over the sphere and is largest (0) when they coincide. 0 (the default) leaves it out.
+        spa_geometry_weight (`float`): weight, inside α, of the mean squared difference between the pairwise cosines
+            of E_t and those of the label text that p_t sees (T̂, centred with `center_label_text`): p_t may rotate
+            and rescale the label space but must keep the text encoder's neighbourhoods, so it cannot collapse it
+            without paying for every pair. 0 (the default) leaves it out.
+        freeze_text_projection (`bool`): keep p_t at its initialisation (a random linear map, which approximately
+            keeps the text embeddings' angles): no gradient, no optimizer state, no collapse, since E_t is fixed and
+            only E_a moves. Default False (the paper trains p_t).
+        center_label_text (`bool`): subtract the mean of T̂ over the labels before p_t, and build p_t without bias.
+            The mean is a persistent buffer (`label_text_mean`, set when the label text is, saved in the
+            checkpoint), so the map does not change if the labels do. Text encoders' embeddings share a large common
+            component (MiniLM on the 527 `concat` descriptions: mean pairwise cosine 0.34) and a bias can carry every
+            label to one point; centred and without bias, the label embeddings sum to zero and cannot all point one
+            way. Default False (the paper's p_t is a linear layer with bias on T̂).
+
+        The loss is L = (L_BCE + L_OBCE)/2 + α · (L_SPA + spa_uniformity_weight · L_unif + spa_geometry_weight ·
+        L_geo). The defaults are the paper's Eq. 4 with a learnable p_t with bias.
         pretrained_backbone (`str`, *optional*): the checkpoint the backbone was initialised from (a release's short
             name, a file name or a Hub id), recorded for provenance and model cards.
         window_length_s (`float`, *optional*): at inference, clips longer than this are scored window by window
@@ -76,7 +104,8 @@ class SPAConfig(PreTrainedConfig):
     model_type = "spa"
     sub_configs_defaults = {"audio_config": SubConfigSpec(config_class=AutoConfig, model_type="spa_passt")}
     # Trainer.predict keeps the outputs not named here: the logits alone, not the embeddings and loss parts.
-    keys_to_ignore_at_inference = ["audio_embeds", "bce_loss", "obce_loss", "spa_loss", "hidden_states", "attentions"]
+    keys_to_ignore_at_inference = ["audio_embeds", "bce_loss", "obce_loss", "spa_loss", "spa_uniformity_loss",
+                                   "spa_geometry_loss", "hidden_states", "attentions"]  # fmt: skip
 
     backbone: str = "passt"
     audio_config: PreTrainedConfig | dict | None = None
@@ -92,6 +121,12 @@ class SPAConfig(PreTrainedConfig):
     prompt_template: str = DEFAULT_PROMPT
     spa_alpha: float = 0.3
     classification_loss: str = "obce"
+    spa_objective: str = "paper"
+    spa_temperature: float = 0.1
+    spa_uniformity_weight: float = 0.0
+    spa_geometry_weight: float = 0.0
+    freeze_text_projection: bool = False
+    center_label_text: bool = False
     pretrained_backbone: str | None = None
     window_length_s: float | None = None
     window_hop_s: float | None = None
@@ -110,6 +145,7 @@ class SPAConfig(PreTrainedConfig):
             raise ValueError(
                 f"classification_loss must be one of {CLASSIFICATION_LOSSES}, got {self.classification_loss!r}."
             )
+        check_spa_objective(self)
         self.audio_config = backbone_spec(self.backbone).make_config(self.audio_config)
         spec = backbone_spec(self.backbone)
         default_frontend = self.frontend is None
@@ -163,3 +199,14 @@ class SPAConfig(PreTrainedConfig):
     @property
     def label_names(self) -> list[str]:
         return [self.id2label[i] for i in range(self.num_labels)]
+
+
+def check_spa_objective(config: SPAConfig) -> None:
+    """Raise on an unknown `spa_objective`, a temperature that is not positive or a negative weight."""
+    if config.spa_objective not in SPA_OBJECTIVES:
+        raise ValueError(f"spa_objective must be one of {SPA_OBJECTIVES}, got {config.spa_objective!r}.")
+    if not config.spa_temperature > 0:
+        raise ValueError(f"spa_temperature must be positive, got {config.spa_temperature}.")
+    for name in ("spa_uniformity_weight", "spa_geometry_weight"):
+        if not getattr(config, name) >= 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(config, name)}.")

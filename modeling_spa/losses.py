@@ -1,10 +1,15 @@
-"""Training objectives: ontology-aware BCE (OBCE, Liu et al. 2023) and the SPA alignment loss (Eq. 4).
+"""Training objectives: ontology-aware BCE (OBCE, Liu et al. 2023), the SPA alignment loss (Eq. 4), and the terms
+that keep the label space from collapsing under it (`SPAConfig.spa_objective`, `spa_uniformity_weight`,
+`spa_geometry_weight`).
 
-Both take logits/embeddings in any floating dtype and compute in float32, so bfloat16 autocast training
-gets stable losses while gradients flow back in the input dtype.
+All take logits/embeddings in any floating dtype and compute in float32, so bfloat16 autocast training
+gets stable losses while gradients flow back in the input dtype. None reads a value back to the host or branches on
+one: a compiled training step keeps one graph.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +59,15 @@ def label_similarity(audio_embeds: torch.Tensor, label_text_embeds: torch.Tensor
     return F.normalize(audio_embeds.float(), dim=-1) @ F.normalize(label_text_embeds.float(), dim=-1).T
 
 
+def pairwise_cosine(embeds: torch.Tensor) -> torch.Tensor:
+    """The (C, C) cosines between the rows of `embeds` (C, D)."""
+    return label_similarity(embeds, embeds)
+
+
+def _off_diagonal(num: int, device: torch.device) -> torch.Tensor:
+    return ~torch.eye(num, dtype=torch.bool, device=device)
+
+
 def spa_alignment_loss(
     audio_embeds: torch.Tensor, label_text_embeds: torch.Tensor, labels: torch.Tensor
 ) -> torch.Tensor:
@@ -68,3 +82,50 @@ def spa_alignment_loss(
     aligned = (y * label_similarity(audio_embeds, label_text_embeds)).sum(dim=1) / mass.clamp_min(1e-12)
     per_clip = torch.where(has_label, 1.0 - aligned, 0.0)
     return per_clip.sum() / has_label.sum().clamp_min(1)
+
+
+def spa_contrastive_loss(
+    audio_embeds: torch.Tensor, label_text_embeds: torch.Tensor, labels: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """The clip-vs-all-labels form of the alignment: cross-entropy of softmax(S / τ) over the C labels against the
+    clip's labels normalised to sum 1, averaged over clips with a label.
+
+    S is `label_similarity`; `labels` (B, C) may be soft (mixup). Unlike Eq. 4, which only pulls E_a towards its
+    labels, the softmax also pushes it away from the other labels, so mapping every label to one direction is the
+    worst solution (all logits equal: loss log C), not the best. Clips without any label contribute nothing.
+    """
+    y = labels.float()
+    mass = y.sum(dim=1)
+    has_label = mass > 0
+    log_p = torch.log_softmax(label_similarity(audio_embeds, label_text_embeds) / temperature, dim=1)
+    per_clip = -(y * log_p).sum(dim=1) / mass.clamp_min(1e-12)
+    return torch.where(has_label, per_clip, 0.0).sum() / has_label.sum().clamp_min(1)
+
+
+def label_uniformity_loss(label_text_embeds: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+    """Uniformity of the label embeddings on the sphere (Wang & Isola 2020), over the C(C - 1) ordered label pairs:
+    log mean exp(-t |ê_c - ê_c'|²) with ê = E_t / |E_t|, i.e. log mean exp(-2t (1 - cos)).
+
+    It falls as the labels spread out: 0 when all coincide, -2t·C/(C - 1) at its minimum (a regular simplex, when
+    D ≥ C - 1). With fewer than two labels there is no pair: 0, still connected to the graph.
+    """
+    num = label_text_embeds.shape[0]
+    cos = pairwise_cosine(label_text_embeds)
+    if num < 2:
+        return cos.sum() * 0.0
+    logits = torch.where(_off_diagonal(num, cos.device), -2.0 * t * (1.0 - cos), -torch.inf)
+    return torch.logsumexp(logits.flatten(), dim=0) - math.log(num * (num - 1))
+
+
+def label_geometry_loss(label_text_embeds: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between the pairwise cosines of the label embeddings E_t (C, D) and those of a
+    `reference` (C, V), over the C(C - 1) ordered pairs of distinct labels.
+
+    With the text encoder's label embeddings as the reference, p_t may rotate and rescale the label space but must
+    keep its shape: which labels are near which, as the text encoder (and through the descriptions, the ontology)
+    says. The reference's cosines are a target, not a function to differentiate.
+    """
+    num = label_text_embeds.shape[0]
+    target = pairwise_cosine(reference.detach())
+    squared = (pairwise_cosine(label_text_embeds) - target).square()
+    return torch.where(_off_diagonal(num, squared.device), squared, 0.0).sum() / max(num * (num - 1), 1)

@@ -25,7 +25,13 @@ from .augmentation import (
 from .backbones import backbone_spec
 from .configuration_spa import SPAConfig
 from .frontend import LogMelFrontend
-from .losses import obce_loss, spa_alignment_loss
+from .losses import (
+    label_geometry_loss,
+    label_uniformity_loss,
+    obce_loss,
+    spa_alignment_loss,
+    spa_contrastive_loss,
+)
 from .ontology import DEFAULT_PROMPT, AudioSetOntology, check_distinct_descriptions
 from .windowing import forward_in_windows, window_settings
 
@@ -54,11 +60,13 @@ class SPAOutput(ModelOutput):
     """Output of [`SPAForAudioClassification`].
 
     Args:
-        loss: the training loss, classification loss + α · L_SPA (when `labels` are given).
+        loss: the training loss, classification loss + α · (L_SPA + the label-space terms) (when `labels` are given).
         logits (`(batch, num_labels)`): multi-label logits; apply a sigmoid for scores.
         audio_embeds (`(batch, projection_dim)`): E_a.
-        bce_loss, obce_loss, spa_loss: the parts, for logging: plain BCE, the ontology-weighted BCE, and L_SPA
-            (`spa_loss` is only computed when α > 0).
+        bce_loss, obce_loss, spa_loss: the parts, for logging: plain BCE, the ontology-weighted BCE, and L_SPA in the
+            configured form (`config.spa_objective`; only computed when α > 0).
+        spa_uniformity_loss, spa_geometry_loss: the label-space terms, unweighted, when α > 0 and their weight is
+            (`config.spa_uniformity_weight`, `config.spa_geometry_weight`).
         hidden_states, attentions: the backbone's, as in [`SPAModelOutput`].
     """
 
@@ -68,6 +76,8 @@ class SPAOutput(ModelOutput):
     bce_loss: torch.FloatTensor | None = None
     obce_loss: torch.FloatTensor | None = None
     spa_loss: torch.FloatTensor | None = None
+    spa_uniformity_loss: torch.FloatTensor | None = None
+    spa_geometry_loss: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
@@ -102,6 +112,8 @@ class SPAPreTrainedModel(PreTrainedModel):
             # The label text and distances come from a builder or a checkpoint, never from initialisation.
             init.zeros_(module.label_text_embeds)
             init.zeros_(module.label_distances)
+            if module.config.center_label_text:
+                init.zeros_(module.label_text_mean)
         else:
             # Norms, their running statistics included (a model made on the meta device, or loaded without them,
             # would otherwise normalise with uninitialised memory), and whatever else transformers knows.
@@ -173,11 +185,13 @@ class SPAModel(SPAPreTrainedModel):
 
 
 class SPAForAudioClassification(SPAPreTrainedModel):
-    """SPA tagger: E_a -> linear classifier over C labels, trained with (L_BCE + L_OBCE)/2 + α · L_SPA.
+    """SPA tagger: E_a -> linear classifier over C labels, trained with (L_BCE + L_OBCE)/2 + α · L_SPA, L_SPA in the
+    form and with the label-space options `SPAConfig` sets (`spa_objective`, `center_label_text`, ...).
 
     Buffers (saved in the checkpoint, so inference and OmAP need no ontology file and no text encoder):
-    `label_text_embeds` (C, V), the frozen text encoder's embeddings of the label descriptions, and
-    `label_distances` (C, C), the ontology hop distances between the labels.
+    `label_text_embeds` (C, V), the frozen text encoder's embeddings of the label descriptions T̂,
+    `label_distances` (C, C), the ontology hop distances between the labels, and with `config.center_label_text`
+    `label_text_mean` (V,), the mean of T̂ over the labels, subtracted before p_t.
 
     At inference (`model.eval()`), a clip longer than the window (`config.window_length_s`; see `SPAConfig`) is cut
     into windows that are scored in batches; `logits` is then the logit of the aggregated window scores (`mean`
@@ -189,8 +203,13 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         super().__init__(config)
         self.spa = SPAModel(config)
         self.classifier = nn.Linear(config.projection_dim, config.num_labels)
-        self.text_projection = nn.Linear(config.text_hidden_size, config.projection_dim)
+        # Centred label text goes through p_t without bias: a bias could carry every label to one point.
+        self.text_projection = nn.Linear(
+            config.text_hidden_size, config.projection_dim, bias=not config.center_label_text
+        )
         self.register_buffer("label_text_embeds", torch.zeros(config.num_labels, config.text_hidden_size))
+        if config.center_label_text:  # only then: checkpoints without centring keep their exact set of tensors
+            self.register_buffer("label_text_mean", torch.zeros(config.text_hidden_size))
         # uint8: hop counts are small, and gloo (CPU DDP) cannot broadcast int16 buffers.
         self.register_buffer("label_distances", torch.zeros(config.num_labels, config.num_labels, dtype=torch.uint8))
         self.post_init()
@@ -211,17 +230,16 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         """
         needs_text = self.config.spa_alpha > 0
         needs_distances = self.config.classification_loss == "obce" and self.config.num_labels > 1
-        key = (needs_text, needs_distances, self.label_text_embeds._version, self.label_distances._version)
+        buffers = [
+            ("label_text_embeds (needed by L_SPA, spa_alpha > 0)", needs_text, self.label_text_embeds),
+            ("label_distances (needed by OBCE)", needs_distances, self.label_distances),
+        ]
+        if self.config.center_label_text:
+            buffers.append(("label_text_mean (needed by center_label_text)", needs_text, self.label_text_mean))
+        key = (needs_text, needs_distances, *(buffer._version for _, _, buffer in buffers))
         if getattr(self, "_label_buffers_checked", None) == key or torch.compiler.is_compiling():
             return
-        missing = [
-            name
-            for name, needed, buffer in (
-                ("label_text_embeds (needed by L_SPA, spa_alpha > 0)", needs_text, self.label_text_embeds),
-                ("label_distances (needed by OBCE)", needs_distances, self.label_distances),
-            )
-            if needed and not buffer.any()
-        ]
+        missing = [name for name, needed, buffer in buffers if needed and not buffer.any()]
         if missing:
             raise ValueError(
                 f"This model's {' and '.join(missing)} are all zero: it was built from a bare config "
@@ -233,12 +251,13 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         self._label_buffers_checked = key
 
     def freeze_unused(self) -> None:
-        """Freeze what takes no part in the loss, so that DDP waits for no gradient and the optimizer holds no state
-        for it: p_t at α = 0, and the backbone's original AudioSet head (`audioset_head_modules`).
+        """Freeze what takes no part in the loss, or is configured frozen, so that DDP waits for no gradient and the
+        optimizer holds no state for it: p_t at α = 0 or with `freeze_text_projection`, and the backbone's original
+        AudioSet head (`audioset_head_modules`).
 
         Call it after loading: `from_pretrained` re-creates parameters with `requires_grad=True`.
         """
-        self.text_projection.requires_grad_(self.config.spa_alpha > 0)
+        self.text_projection.requires_grad_(self.config.spa_alpha > 0 and not self.config.freeze_text_projection)
         for name in getattr(self.spa.backbone, "audioset_head_modules", ()):
             self.spa.backbone.get_submodule(name).requires_grad_(False)
 
@@ -254,9 +273,23 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         features, frame_mask = self.spa.frontend(input_values, attention_mask)
         return backbone.audioset_scores(features.to(self.spa.audio_projection.weight.dtype), frame_mask)
 
+    def set_label_text(self, label_text_embeds: torch.Tensor) -> None:
+        """Set T̂ (C, V), and with `config.center_label_text` its mean over the labels, the centre p_t sees."""
+        with torch.no_grad():
+            self.label_text_embeds.copy_(label_text_embeds)
+            if self.config.center_label_text:
+                self.label_text_mean.copy_(label_text_embeds.float().mean(dim=0))
+
+    def label_text_input(self) -> torch.Tensor:
+        """What p_t is applied to: T̂, minus the stored label mean with `config.center_label_text`. (C, V)."""
+        text = self.label_text_embeds
+        if self.config.center_label_text:
+            text = text - self.label_text_mean
+        return text.to(self.text_projection.weight.dtype)
+
     def label_embeds(self) -> torch.Tensor:
-        """E_t = p_t(T̂) for all C labels: (C, projection_dim)."""
-        return self.text_projection(self.label_text_embeds.to(self.text_projection.weight.dtype))
+        """E_t = p_t(T̂) for all C labels (T̂ centred with `config.center_label_text`): (C, projection_dim)."""
+        return self.text_projection(self.label_text_input())
 
     @can_return_tuple
     def forward(
@@ -315,19 +348,33 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         loss, bce, weighted = obce_loss(logits, labels, self.label_distances, return_parts=True)
         if self.config.classification_loss == "bce":
             loss = bce
-        spa = None
-        if self.config.spa_alpha > 0:
-            spa = spa_alignment_loss(audio_embeds, self.label_embeds(), labels)
-            loss = loss + self.config.spa_alpha * spa
+        terms = self._spa_terms(audio_embeds, labels) if self.config.spa_alpha > 0 else {}
+        if terms:
+            weighted_terms = (
+                terms["spa_loss"]
+                + self.config.spa_uniformity_weight * terms.get("spa_uniformity_loss", 0.0)
+                + self.config.spa_geometry_weight * terms.get("spa_geometry_loss", 0.0)
+            )
+            loss = loss + self.config.spa_alpha * weighted_terms
         return SPAOutput(
-            loss=loss,
-            logits=logits,
-            audio_embeds=audio_embeds,
-            bce_loss=bce,
-            obce_loss=weighted,
-            spa_loss=spa,
-            **backbone,
+            loss=loss, logits=logits, audio_embeds=audio_embeds, bce_loss=bce, obce_loss=weighted, **terms, **backbone
         )
+
+    def _spa_terms(self, audio_embeds: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """L_SPA in the configured form, and the label-space terms whose weight is not 0 (see `SPAConfig`)."""
+        label_embeds = self.label_embeds()
+        config = self.config
+        if config.spa_objective == "contrastive":
+            terms = {"spa_loss": spa_contrastive_loss(audio_embeds, label_embeds, labels, config.spa_temperature)}
+        elif config.spa_objective == "paper":
+            terms = {"spa_loss": spa_alignment_loss(audio_embeds, label_embeds, labels)}
+        else:  # set after construction, past SPAConfig's check
+            raise ValueError(f"Unknown spa_objective {config.spa_objective!r}: use 'paper' or 'contrastive'.")
+        if config.spa_uniformity_weight > 0:
+            terms["spa_uniformity_loss"] = label_uniformity_loss(label_embeds)
+        if config.spa_geometry_weight > 0:
+            terms["spa_geometry_loss"] = label_geometry_loss(label_embeds, self.label_text_input())
+        return terms
 
     def _forward_windows(
         self, input_values: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor | None
@@ -397,8 +444,8 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         model = cls(config)
         if pretrained_backbone is not None:
             model.spa.backbone.load_state_dict(pretrained.state_dict())
+        model.set_label_text(text)
         with torch.no_grad():
-            model.label_text_embeds.copy_(text)
             model.label_distances.copy_(torch.from_numpy(ontology.distances_for(mids)))
         return model
 

@@ -2,9 +2,17 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from modeling_spa.losses import obce_loss, ontology_loss_weight, spa_alignment_loss
+from modeling_spa.losses import (
+    label_geometry_loss,
+    label_uniformity_loss,
+    obce_loss,
+    ontology_loss_weight,
+    spa_alignment_loss,
+    spa_contrastive_loss,
+)
 
 
 def loop_obce(logits, labels, distances):
@@ -159,3 +167,95 @@ def test_obce_weights_on_audioset_with_mixed_labels_match_a_per_clip_reference(o
         weight = torch.where(row_max > 0, nearest / row_max.clamp_min(torch.finfo(torch.float32).tiny), 1.0)
         weight = torch.where(t > 0, 1.0, weight)
         assert torch.equal(ontology_loss_weight(t, distances), weight / weight.mean())
+
+
+# Three labels on the unit circle: east, north, west. A clip pointing east has cosines (1, 0, -1) to them.
+COMPASS = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+
+
+def test_contrastive_loss_by_hand():
+    audio = torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0]])  # east, north, and a clip without labels
+    labels = torch.tensor([[1.0, 0, 0], [0.5, 0.5, 0], [0, 0, 0]])  # the second: soft (mixup), half east half north
+    # τ = 0.5: logits S / τ = (2, 0, -2) for the first clip, (0, 2, 0) for the second.
+    first = -math.log(math.exp(2) / (math.exp(2) + 1 + math.exp(-2)))
+    second = -(0.5 * math.log(1 / (2 + math.exp(2))) + 0.5 * math.log(math.exp(2) / (2 + math.exp(2))))
+    loss = spa_contrastive_loss(audio, COMPASS, labels, temperature=0.5)
+    assert loss.item() == pytest.approx((first + second) / 2, rel=1e-6)  # the clip without labels is left out
+
+
+def test_contrastive_loss_is_worst_on_a_collapsed_label_space():
+    # All labels in one direction: every logit equal, the loss is log C whatever the clip; spread labels do better.
+    audio, labels = torch.randn(4, 2), torch.eye(3)[[0, 1, 2, 0]]
+    collapsed = spa_contrastive_loss(audio, torch.ones(3, 2), labels, temperature=0.1)
+    assert collapsed.item() == pytest.approx(math.log(3), rel=1e-6)
+    aligned = spa_contrastive_loss(COMPASS[[0, 1, 2, 0]], COMPASS, labels, temperature=0.1)
+    assert aligned.item() < 0.01
+    # Eq. 4 says the opposite: it is 0 for any clip pointing where the collapsed labels point.
+    assert spa_alignment_loss(torch.ones(4, 2), torch.ones(3, 2), labels).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_contrastive_loss_without_labels_is_zero_and_connected():
+    audio = torch.randn(3, 2, requires_grad=True)
+    loss = spa_contrastive_loss(audio, COMPASS, torch.zeros(3, 3), temperature=0.1)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(audio.grad).all()
+
+
+def test_uniformity_by_hand():
+    # Pairs (east, north), (north, west): cos 0; (east, west): cos -1. t = 2: exp(-4 (1 - cos)).
+    expected = math.log((2 * math.exp(-4) + math.exp(-8)) / 3)
+    assert label_uniformity_loss(COMPASS).item() == pytest.approx(expected, rel=1e-6)
+    assert label_uniformity_loss(torch.ones(4, 3)).item() == pytest.approx(0.0, abs=1e-6)  # all equal: its maximum
+    # Its minimum, -2t·C/(C - 1), is a regular simplex: three directions 120° apart.
+    angles = torch.tensor([0.0, 2 * math.pi / 3, 4 * math.pi / 3])
+    simplex = torch.stack([angles.cos(), angles.sin()], dim=1)
+    assert label_uniformity_loss(simplex).item() == pytest.approx(-4 * 3 / 2, rel=1e-5)
+    assert label_uniformity_loss(simplex * 7).item() == pytest.approx(-6, rel=1e-5)  # on the sphere: scale-free
+    single = torch.randn(1, 3, requires_grad=True)
+    label_uniformity_loss(single).backward()
+    assert single.grad is not None
+
+
+def test_geometry_by_hand():
+    embeds, reference = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    # cos 0 where the reference has cos 1/sqrt(2): (1/sqrt(2))^2 = 0.5 for both ordered pairs.
+    assert label_geometry_loss(embeds, reference).item() == pytest.approx(0.5, rel=1e-6)
+    rotated = reference[:, :2] @ torch.tensor([[0.6, -0.8], [0.8, 0.6]]) * 3  # rotated and scaled: the same shape
+    assert label_geometry_loss(rotated, reference).item() == pytest.approx(0.0, abs=1e-6)
+    reference.requires_grad_(True)
+    weights = torch.randn(2, 2, requires_grad=True)
+    label_geometry_loss(embeds @ weights, reference).backward()
+    assert weights.grad.abs().sum() > 0 and reference.grad is None  # the reference is a target
+
+
+def mean_pairwise_cosine(embeds: torch.Tensor) -> float:
+    cosine = F.normalize(embeds, dim=1) @ F.normalize(embeds, dim=1).T
+    return cosine[~torch.eye(len(embeds), dtype=torch.bool)].mean().item()
+
+
+def test_label_space_terms_pull_collapsed_labels_apart():
+    # Nearly collapsed labels (mean cosine 0.99), moved by gradient descent on each term alone, spread out.
+    base = torch.tensor([[1.0, 0.1, 0.0], [1.0, 0.0, 0.1], [1.0, -0.1, 0.0], [1.0, 0.0, -0.1]])
+    reference = torch.eye(4)  # orthogonal texts (in a space of their own size): mean cosine 0
+    for loss_fn in (label_uniformity_loss, lambda e: label_geometry_loss(e, reference)):
+        embeds = base.clone().requires_grad_(True)
+        optimizer = torch.optim.SGD([embeds], lr=0.5)
+        for _ in range(50):
+            optimizer.zero_grad()
+            loss_fn(embeds).backward()
+            optimizer.step()
+        assert mean_pairwise_cosine(base) > 0.98 and mean_pairwise_cosine(embeds.detach()) < 0.5
+
+
+@pytest.mark.parametrize("name", ["contrastive", "uniformity", "geometry"])
+def test_new_terms_compile_without_graph_breaks(name):
+    """fullgraph=True fails on any host read (.item(), a branch on a value): the terms stay in a compiled step."""
+    torch._dynamo.reset()
+    audio, text, labels = torch.randn(4, 8), torch.randn(5, 8), (torch.rand(4, 5) < 0.4).float() * 0.7
+    fn = {
+        "contrastive": lambda a, t, y: spa_contrastive_loss(a, t, y, temperature=0.1),
+        "uniformity": lambda a, t, y: label_uniformity_loss(t),
+        "geometry": lambda a, t, y: label_geometry_loss(t, t.detach() + 0.1),
+    }[name]
+    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(audio, text, labels), fn(audio, text, labels))
