@@ -60,6 +60,67 @@ def _results_table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(rows)
 
 
+def objective_text(config) -> str:
+    """The training objective in one line: the loss, L_SPA's form and terms, and what p_t was."""
+    loss = "(L_BCE + L_OBCE)/2" if config.classification_loss == "obce" else "L_BCE"
+    if config.spa_alpha <= 0:
+        return f"{loss} (baseline, no SPA)"
+    terms = ["L_SPA"]
+    terms += [f"{w:g} · {name}" for name, w in (("L_unif", config.spa_uniformity_weight),
+                                                 ("L_geo", config.spa_geometry_weight)) if w > 0]  # fmt: skip
+    spa = terms[0] if len(terms) == 1 else f"({' + '.join(terms)})"
+    form = (
+        f"the clip-vs-all-labels softmax cross-entropy, τ = {config.spa_temperature:g}"
+        if config.spa_objective == "contrastive"
+        else "the paper's Eq. 4, 1 − mean cos(E_a, E_t) over the clip's labels"
+    )
+    text = "centred T̂ (label mean stored in the checkpoint), " if config.center_label_text else ""
+    bias = "without bias" if config.center_label_text else "with bias"
+    projection = "frozen at its initialisation" if config.freeze_text_projection else "learned"
+    return f"{loss} + {config.spa_alpha:g} · {spa}; L_SPA is {form}; {text}p_t {projection}, {bias}"
+
+
+def _figure(value) -> str:
+    return "n/a" if value is None or value != value else f"{value:.3f}"  # NaN != NaN
+
+
+def _diagnostics_section(results: dict[str, dict], history: list[dict] | None) -> str:
+    """The card's label-space section: the collapse diagnostics at the final weights, and per epoch."""
+    from .diagnostics import AUDIO_KEYS, LABEL_KEYS
+
+    splits = {split: r for split, r in results.items() if all(k in r for k in LABEL_KEYS + AUDIO_KEYS)}
+    if not splits:
+        return "Not computed (see `python -m modeling_spa.diagnostics`)."
+    first = next(iter(splits.values()))
+    lines = [
+        "E_t = p_t(T̂) are the label embeddings L_SPA aligns to. A mean pairwise cosine of E_t near 1 means the label "
+        "space has collapsed to one direction and the SPA head no longer carries the label texts' semantics "
+        "(`modeling_spa.diagnostics` defines every figure and recomputes them from this checkpoint).",
+        "",
+        f"T̂ (the text encoder's label embeddings): mean pairwise cosine {_figure(first['text_cos_mean'])} (min "
+        f"{_figure(first['text_cos_min'])}), Spearman correlation of cosine distance with ontology distance "
+        f"{_figure(first['text_ontology_spearman'])}. E_t: mean pairwise cosine {_figure(first['label_cos_mean'])} "
+        f"(min {_figure(first['label_cos_min'])}), Spearman {_figure(first['label_ontology_spearman'])}.",
+        "",
+        "| split | cos(E_a, positive E_t) | cos(E_a, negative E_t) | margin | AUC |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [f"| {split} | " + " | ".join(_figure(r[k]) for k in AUDIO_KEYS) + " |" for split, r in splits.items()]
+    epochs = [e for e in history or [] if "eval_label_cos_mean" in e]
+    if epochs:
+        lines += [
+            "",
+            "Per epoch (evaluation split):",
+            "",
+            "| epoch | train L_SPA | E_t mean cos | E_t min cos | E_t Spearman | margin | AUC | mAP | OmAP |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        keys = ("train_spa_loss", "eval_label_cos_mean", "eval_label_cos_min", "eval_label_ontology_spearman",
+                "eval_audio_cos_margin", "eval_audio_label_auc", "eval_map", "eval_omap")  # fmt: skip
+        lines += [f"| {e['epoch']} | " + " | ".join(_figure(e.get(k)) for k in keys) + " |" for e in epochs]
+    return "\n".join(lines)
+
+
 def render_model_card(
     config,
     repo_id: str,
@@ -68,8 +129,11 @@ def render_model_card(
     training: str = "",
     license: str = "apache-2.0",
     template: str | Path | None = None,
+    history: list[dict] | None = None,
 ) -> str:
-    """The model card text. `results` maps a split name to at least {"map": ..., "omap": ...}."""
+    """The model card text. `results` maps a split name to at least {"map": ..., "omap": ...}, plus the collapse
+    diagnostics (`modeling_spa.diagnostics`) where computed; `history`, the training epochs' summaries, adds them
+    per epoch."""
     results = results or {}
     dataset = dataset_id(dataset)
     card_data = ModelCardData(
@@ -96,9 +160,10 @@ def render_model_card(
     )
     frontend = config.frontend
     names = config.label_names
-    alpha = config.spa_alpha
-    loss = "(L_BCE + L_OBCE)/2" if config.classification_loss == "obce" else "L_BCE"
     text = Path(template).read_text(encoding="utf-8") if template else read_template("model_card.md")
+    results_table, diagnostics = _results_table(results), _diagnostics_section(results, history)
+    if "$diagnostics" not in text:  # a template older than the section (a user's own, an installed copy): append it
+        results_table += f"\n\n### Label space\n{diagnostics}"
     return Template(text).substitute(
         card_data=card_data.to_yaml(),
         model_name=repo_id.split("/")[-1],
@@ -113,10 +178,11 @@ def render_model_card(
         description_style=config.description_style,
         text_encoder=config.label_text_encoder,
         text_pooling=config.label_text_pooling,
-        objective=f"{loss} + {alpha} · L_SPA" if alpha > 0 else f"{loss} (baseline, no SPA)",
+        objective=objective_text(config),
         augmentation=AugmentationConfig.from_dict(getattr(config, "augmentation", None)).describe(),
         dataset=dataset,
-        results_table=_results_table(results),
+        results_table=results_table,
+        diagnostics=diagnostics,
         sampling_rate=frontend["sampling_rate"],
         training=training or "See the training arguments saved with the checkpoint.",
         license=license,

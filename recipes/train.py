@@ -35,7 +35,9 @@ from transformers import HfArgumentParser, get_scheduler
 from modeling_spa import SPAFeatureExtractor, SPAForAudioClassification, compute_omap
 from modeling_spa.augmentation import AugmentationConfig
 from modeling_spa.averaging import ExponentialMovingAverage
+from modeling_spa.configuration_spa import check_spa_objective
 from modeling_spa.data import AudioSetCollator, load_audioset, stand_in_rows
+from modeling_spa.diagnostics import collapse_diagnostics
 from modeling_spa.frontend import frontend_preset
 from modeling_spa.hub_cards import render_model_card
 from modeling_spa.optimization import drop_gradients, freeze_groups, parameter_groups, set_prior_bias
@@ -67,6 +69,13 @@ class ModelArguments:
     description_style: str = "concat"
     spa_alpha: float = 0.3
     classification_loss: str = field(default="obce", metadata={"help": "obce: (BCE + OBCE)/2, or bce"})
+    # The label-space options of SPAConfig (its docstring says what each does and why it prevents the collapse).
+    spa_objective: str = field(default="paper", metadata={"help": "paper (Eq. 4) or contrastive"})
+    spa_temperature: float = field(default=0.1, metadata={"help": "τ of the contrastive objective"})
+    spa_uniformity_weight: float = field(default=0.0, metadata={"help": "weight of the labels' uniformity term"})
+    spa_geometry_weight: float = field(default=0.0, metadata={"help": "weight of the label-geometry term"})
+    freeze_text_projection: bool = field(default=False, metadata={"help": "keep p_t at its initialisation"})
+    center_label_text: bool = field(default=False, metadata={"help": "centre T̂ over the labels; p_t without bias"})
     baseline: str | None = field(
         default=None,
         metadata={"help": "wo_spa: the paper's 'w/o SPA' (α = 0, (BCE + OBCE)/2); bce: α = 0 with plain BCE. "
@@ -183,11 +192,19 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, augmentati
     return model
 
 
+OBJECTIVE_FIELDS = ("spa_alpha", "classification_loss", "spa_objective", "spa_temperature", "spa_uniformity_weight",
+                    "spa_geometry_weight", "freeze_text_projection")  # fmt: skip
+
+
 def new_model(model_args: ModelArguments, data_args: DataArguments) -> SPAForAudioClassification:
     if model_args.init_from:
         model = SPAForAudioClassification.from_pretrained(model_args.init_from)
-        model.config.spa_alpha = model_args.spa_alpha
-        model.config.classification_loss = model_args.classification_loss
+        if model.config.center_label_text != model_args.center_label_text:  # it changes p_t's parameters
+            raise ValueError(f"{model_args.init_from} was built with center_label_text="
+                             f"{model.config.center_label_text}: give the same --center_label_text.")  # fmt: skip
+        for name in OBJECTIVE_FIELDS:
+            setattr(model.config, name, getattr(model_args, name))
+        check_spa_objective(model.config)
         return model
     return SPAForAudioClassification.from_backbone(
         backbone=model_args.backbone,
@@ -199,9 +216,8 @@ def new_model(model_args: ModelArguments, data_args: DataArguments) -> SPAForAud
         text_pooling=model_args.text_pooling,
         description_style=model_args.description_style,
         projection_dim=model_args.projection_dim,
-        spa_alpha=model_args.spa_alpha,
         **({"frontend": frontend_preset(model_args.frontend)} if model_args.frontend else {}),
-        classification_loss=model_args.classification_loss,
+        **{name: getattr(model_args, name) for name in (*OBJECTIVE_FIELDS, "center_label_text")},
     )
 
 
@@ -300,47 +316,59 @@ def resolve_resume(output_dir: Path, resume: str | None) -> Path | None:
 
 @torch.no_grad()
 def evaluate(accelerator: Accelerator, model, loader: DataLoader, distances: np.ndarray) -> dict:
-    """mAP, OmAP and OmAP_λ over the whole split: gather every process's scores, compute on the main one.
+    """mAP, OmAP and OmAP_λ over the whole split, and the label-space collapse diagnostics
+    (`modeling_spa.diagnostics`: the label embeddings' geometry, and the split's audio embeddings against them):
+    gather every process's scores and embeddings, compute on the main one.
 
     `model` is unwrapped (no DDP, not compiled: evaluation batches hold whole clips of any length) and runs in the
     run's mixed precision. Augmentation is off: the model is in eval mode.
     """
     was_training = model.training
     model.eval()
-    scores, labels, skipped = [], [], []
+    scores, embeds, labels, skipped = [], [], [], []
     for batch in tqdm(loader, desc="eval", disable=not accelerator.is_local_main_process, leave=False):
         skipped += batch["skipped"]
         with accelerator.autocast():
-            logits = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"]).logits
-        gathered = accelerator.gather_for_metrics((logits.float().sigmoid(), batch["labels"], batch["valid"]))
-        batch_scores, batch_labels, valid = (t.cpu().numpy() for t in gathered)
+            output = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"])
+        gathered = accelerator.gather_for_metrics(
+            (output.logits.float().sigmoid(), output.audio_embeds.float(), batch["labels"], batch["valid"])
+        )
+        batch_scores, batch_embeds, batch_labels, valid = (t.cpu() for t in gathered)
         scores.append(batch_scores[valid])  # placeholders of bad clips are dropped after the gather
+        embeds.append(batch_embeds[valid])
         labels.append(batch_labels[valid])
     skipped = len({clip for clip, _ in gather_object(skipped)})  # unique: DDP repeats clips to even out batches
     model.train(was_training)
-    result = compute_omap(np.concatenate(labels).round(), np.concatenate(scores), distances)
+    labels = torch.cat(labels).round()
+    result = compute_omap(labels.numpy(), torch.cat(scores).numpy(), distances)
     return {
         "map": result["map"],
         "omap": result["omap"],
         "omap_per_lambda": result["omap_per_lambda"].tolist(),
         "n_classes_evaluated": result["n_classes_evaluated"],
         "skipped_clips": int(skipped),
+        **collapse_diagnostics(model, torch.cat(embeds), labels),
     }
 
 
 # -- publishing -------------------------------------------------------------------------------------------------
 
 
-def save_final(model, extractor, arguments: tuple, results: dict, folder: str, weights: str) -> Path:
+def save_final(
+    model, extractor, arguments: tuple, results: dict, folder: str, weights: str, history: list | None = None
+) -> Path:
     """The model, its extractor, card, evaluation results and the run's arguments (`training_args.json`, as the
-    Trainer saves its arguments beside a model) in OUTPUT_DIR/`folder`; `weights` says which weights these are."""
+    Trainer saves its arguments beside a model) in OUTPUT_DIR/`folder`; `weights` says which weights these are,
+    `history` the epoch summaries whose collapse diagnostics the card tabulates (those of the last weights)."""
     model_args, data_args, augmentation, args = arguments
     final = Path(args.output_dir) / folder
     model.save_pretrained(final, safe_serialization=True)
     extractor.save_pretrained(final)
     repo_id = args.hub_model_id or Path(args.output_dir).name
     training = training_summary(data_args, augmentation, args, weights)
-    card = render_model_card(model.config, repo_id, results, dataset=data_args.dataset, training=training)
+    card = render_model_card(
+        model.config, repo_id, results, dataset=data_args.dataset, training=training, history=history
+    )
     (final / "README.md").write_text(card, encoding="utf-8")
     (final / "eval_results.json").write_text(json.dumps(results, indent=2))
     names = ("model", "data", "augmentation", "train")
@@ -375,7 +403,7 @@ def training_summary(data_args: DataArguments, augmentation: AugmentationConfig,
 # -- training ---------------------------------------------------------------------------------------------------
 
 
-LOSS_PARTS = ("loss", "bce_loss", "obce_loss", "spa_loss")
+LOSS_PARTS = ("loss", "bce_loss", "obce_loss", "spa_loss", "spa_uniformity_loss", "spa_geometry_loss")
 MAX_NON_FINITE_STEPS = 3  # in a row: then the data or the learning rate is broken, and the run stops
 
 
@@ -655,7 +683,8 @@ def run_training(accelerator: Accelerator, model_args, data_args, augmentation, 
         if accelerator.is_main_process:
             which = "the last" if folder == "model" else f"an exponential moving average (decay {args.ema_decay:g})"
             which += " of the training weights"
-            final = save_final(weights, extractor, arguments, results[folder], folder, which)
+            history = state["history"] if folder == "model" else None
+            final = save_final(weights, extractor, arguments, results[folder], folder, which, history)
             scores = {s: {k: round(r[k], 4) for k in ("map", "omap")} for s, r in results[folder].items()}
             accelerator.print(f"Saved the model to {final}: {json.dumps(scores)}")
     if accelerator.is_main_process:

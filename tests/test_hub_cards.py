@@ -55,3 +55,32 @@ def test_the_card_prints_the_training_augmentation():
     settings.augmentation = {"mixup_alpha": 0.3, "time_masks": 2, "time_mask_width": 192}
     card = render_model_card(settings, "org/spa-tiny", RESULTS, template=template)
     assert "| training augmentation | mixup Beta(0.3, 0.3) on the log-mel, p = 1; SpecAugment 2 × ≤ 192 frames" in card
+
+
+DIAGNOSTICS = {"text_cos_mean": 0.41, "text_cos_min": 0.01, "text_ontology_spearman": 0.66, "label_cos_mean": 0.991,
+               "label_cos_min": 0.971, "label_ontology_spearman": 0.43, "audio_positive_cos": 0.974,
+               "audio_negative_cos": 0.966, "audio_cos_margin": 0.008, "audio_label_auc": float("nan")}  # fmt: skip
+
+
+def test_the_card_shows_the_label_space_diagnostics_and_the_objective(tmp_path):
+    template = Path(__file__).resolve().parent.parent / "hub_cards" / "model_card.md"
+    results = {split: values | DIAGNOSTICS for split, values in RESULTS.items()}
+    history = [{"epoch": 0, "train_spa_loss": 0.22, **{f"eval_{k}": v for k, v in DIAGNOSTICS.items()},
+                "eval_map": 0.5, "eval_omap": 0.75}]  # fmt: skip
+    card = render_model_card(config(), "org/spa-tiny", results, template=template, history=history)
+    assert "## Label space" in card and "E_t: mean pairwise cosine 0.991 (min 0.971), Spearman 0.430" in card
+    assert "| test | 0.974 | 0.966 | 0.008 | n/a |" in card  # NaN (no clip with both kinds of label) as n/a
+    assert "| 0 | 0.220 | 0.991 | 0.971 | 0.430 | 0.008 | n/a | 0.500 | 0.750 |" in card
+    assert "0.3 · L_SPA; L_SPA is the paper's Eq. 4" in card and "p_t learned, with bias" in card
+    # Without diagnostics (results from elsewhere) the section says how to compute them; a template written before
+    # the section gets it after the results table.
+    assert "Not computed (see `python -m modeling_spa.diagnostics`)" in render_model_card(
+        config(), "o/s", RESULTS, template=template
+    )
+    old = tmp_path / "old.md"
+    old.write_text(template.read_text().replace("## Label space\n$diagnostics\n", ""))
+    assert "### Label space\nE_t = p_t(T̂)" in render_model_card(config(), "o/s", results, template=old)
+    frozen = config()
+    frozen.freeze_text_projection, frozen.center_label_text, frozen.spa_objective = True, True, "contrastive"
+    objective = render_model_card(frozen, "o/s", RESULTS, template=template)
+    assert "softmax cross-entropy, τ = 0.1; centred T̂" in objective and "p_t frozen at its initialisation" in objective

@@ -21,6 +21,7 @@ from conftest import free_port
 from safetensors.torch import load_file
 from transformers import AutoModel
 
+from modeling_spa.diagnostics import AUDIO_KEYS, LABEL_KEYS
 from modeling_spa.optimization import prior_bias
 from modeling_spa.publish import push_to_hub
 from modeling_spa.sampling import balanced_weights, expected_class_frequency, label_indices
@@ -30,11 +31,14 @@ BAD_CLIPS = ["synth_bad_unreadable", "synth_bad_empty", "synth_bad_nan", "synth_
              "synth_bad_one_sample_96k", "synth_bad_missing"]  # fmt: skip
 CLASSES = ["Siren", "Police car (siren)", "Civil defense siren", "White noise", "Pink noise", "Dial tone", "Tick"]
 # Everything of the training recipe on: balanced sampling (5 steps an epoch), augmentation, separate and layer-wise
-# decayed learning rates, the backbone frozen for the first 6 steps (past the first epoch), EMA, checkpointed blocks.
+# decayed learning rates, the backbone frozen for the first 6 steps (past the first epoch), EMA, checkpointed blocks,
+# and every label-space term (contrastive L_SPA, centred label text, uniformity and geometry).
 ALL_ON = ("--balanced_sampling", "--epoch_length", "20", "--mixup_alpha", "0.3", "--freq_masks", "2",
           "--freq_mask_width", "8", "--time_masks", "2", "--time_mask_width", "10", "--min_gain_db", "-6",
           "--max_gain_db", "6", "--time_shift_s", "0.2", "--backbone_learning_rate", "0.001", "--layer_decay", "0.5",
-          "--freeze_backbone_steps", "6", "--ema_decay", "0.9", "--gradient_checkpointing")  # fmt: skip
+          "--freeze_backbone_steps", "6", "--ema_decay", "0.9", "--gradient_checkpointing",
+          "--spa_objective", "contrastive", "--spa_temperature", "0.2", "--center_label_text",
+          "--spa_uniformity_weight", "0.1", "--spa_geometry_weight", "0.5")  # fmt: skip
 
 
 def load_recipe(name: str):
@@ -163,6 +167,35 @@ def test_training_saves_a_loadable_model_with_a_card(trained):
     assert sorted(model.config.label_names) == sorted(CLASSES)
 
 
+def test_collapse_diagnostics_every_epoch_in_history_and_card(trained, dataset_dir):
+    """The paper's objective (the default): the diagnostics per epoch in history.json, at the end in
+    eval_results.json and the card, and recomputed from the saved checkpoint by the module's CLI."""
+    out, _ = trained
+    history = json.loads((out / "history.json").read_text())
+    keys = [f"eval_{k}" for k in LABEL_KEYS + AUDIO_KEYS]
+    assert all(key in epoch for epoch in history for key in keys)
+    assert len({epoch["eval_text_cos_mean"] for epoch in history}) == 1  # T̂ is a buffer: the same every epoch
+    for epoch in history:
+        assert -1 <= epoch["eval_label_cos_min"] <= epoch["eval_label_cos_mean"] <= 1
+        assert -1 <= epoch["eval_label_ontology_spearman"] <= 1 and 0 <= epoch["eval_audio_label_auc"] <= 1
+        margin = epoch["eval_audio_positive_cos"] - epoch["eval_audio_negative_cos"]
+        assert epoch["eval_audio_cos_margin"] == pytest.approx(margin)
+    results = json.loads((out / "model" / "eval_results.json").read_text())
+    assert results["validation"]["label_cos_mean"] == history[-1]["eval_label_cos_mean"]  # the same final weights
+    card = (out / "model" / "README.md").read_text()
+    assert "Label space" in card and f"E_t: mean pairwise cosine {results['test']['label_cos_mean']:.3f}" in card
+    assert f"| test | {results['test']['audio_positive_cos']:.3f} |" in card
+    for epoch in history:  # the per-epoch table
+        assert f"| {epoch['epoch']} | {epoch['train_spa_loss']:.3f} | {epoch['eval_label_cos_mean']:.3f} |" in card
+    assert "L_SPA is the paper's Eq. 4" in card and "p_t learned, with bias" in card
+    command = [sys.executable, "-m", "modeling_spa.diagnostics", str(out / "model"), "--dataset", str(dataset_dir),
+               "--split", "test"]  # fmt: skip
+    done = run(command, REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    recomputed = json.loads(done.stdout[done.stdout.index("{") :])
+    assert recomputed == pytest.approx({k: results["test"][k] for k in LABEL_KEYS + AUDIO_KEYS}, abs=1e-5)
+
+
 def test_offline_push_fails_clearly_after_saving(trained):
     out, done = trained
     assert done.returncode == 1, done.stderr[-2000:]
@@ -202,11 +235,25 @@ def test_all_on_run_records_groups_rates_averages_and_settings(trained_all_on, d
             assert (out / folder / name).is_file(), (folder, name)
     ema_card = (out / "model_ema" / "README.md").read_text()
     assert "exponential moving average (decay 0.9)" in ema_card and "class-balanced sampling" in ema_card
+    objective = "(L_BCE + L_OBCE)/2 + 0.3 · (L_SPA + 0.1 · L_unif + 0.5 · L_geo); L_SPA is the clip-vs-all-labels"
+    assert objective in ema_card and "τ = 0.2; centred T̂" in ema_card and "p_t learned, without bias" in ema_card
+    assert all(epoch["train_spa_uniformity_loss"] < 0 and epoch["train_spa_geometry_loss"] > 0 for epoch in history)
     assert "mixup Beta(0.3, 0.3) on the log-mel" in ema_card and "backbone frozen for the first 6 steps" in ema_card
     last, average = (load_file(out / folder / "model.safetensors") for folder in ("model", "model_ema"))
     assert not torch.equal(last["classifier.weight"], average["classifier.weight"])
     config = json.loads((out / "model" / "config.json").read_text())
     assert config["augmentation"]["mixup_alpha"] == 0.3 and config["augmentation"]["time_mask_width"] == 10
+    expected_objective = {
+        "spa_objective": "contrastive",
+        "spa_temperature": 0.2,
+        "center_label_text": True,
+        "spa_uniformity_weight": 0.1,
+        "spa_geometry_weight": 0.5,
+        "freeze_text_projection": False,
+    }
+    assert {k: config[k] for k in expected_objective} == expected_objective
+    torch.testing.assert_close(last["label_text_mean"], last["label_text_embeds"].mean(dim=0))
+    assert "text_projection.bias" not in last
     assert json.loads((out / "model" / "training_args.json").read_text())["data"]["balanced_sampling"] is True
     # The classifier bias started at the log-odds of the class frequencies the sampler draws (15 small steps since).
     train = datasets.load_dataset("parquet", data_files=str(dataset_dir / "data" / "train-*.parquet"))["train"]
@@ -391,6 +438,15 @@ def test_baselines_and_switches_parse(monkeypatch):
     assert (model_args.spa_alpha, model_args.classification_loss) == (0.0, "obce")  # the paper's "w/o SPA"
     model_args, *_ = recipe.parse_arguments(["--baseline", "bce"])
     assert (model_args.spa_alpha, model_args.classification_loss) == (0.0, "bce")
+    model_args, *_ = recipe.parse_arguments([])  # the paper's Eq. 4 with a learnable p_t with bias
+    assert (model_args.spa_objective, model_args.freeze_text_projection, model_args.center_label_text) == (
+        "paper", False, False)  # fmt: skip
+    switches = ["--spa_objective", "contrastive", "--spa_temperature", "0.05", "--freeze_text_projection",
+                "--center_label_text", "--spa_uniformity_weight", "0.2", "--spa_geometry_weight", "1"]  # fmt: skip
+    model_args, *_ = recipe.parse_arguments(switches)
+    assert (model_args.spa_objective, model_args.spa_temperature, model_args.freeze_text_projection,
+            model_args.center_label_text, model_args.spa_uniformity_weight, model_args.spa_geometry_weight) == (
+        "contrastive", 0.05, True, True, 0.2, 1.0)  # fmt: skip
     with pytest.raises(ValueError, match="--baseline must be one of"):
         recipe.parse_arguments(["--baseline", "public"])
     with pytest.raises(ValueError, match="add --balanced_sampling"):
