@@ -69,7 +69,7 @@ def test_window_settings_defaults_and_validation():
     with pytest.raises(ValueError, match="hop must be positive and at most the window"):
         SPAConfig(backbone="demo_cnn", window_length_s=1.0, window_hop_s=1.5)
     with pytest.raises(ValueError, match="more than the 164080 that the front-end's max_frames=1024 hold"):
-        SPAConfig(window_length_s=10.3)
+        SPAConfig(backbone="ast", window_length_s=10.3)
 
 
 def test_aggregation_by_hand():
