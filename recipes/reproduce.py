@@ -123,8 +123,11 @@ def load_train_module():
 
 
 def report_split(data_args) -> str:
-    """The split the tables report: the test split, or the evaluation split of a build without a separate one."""
-    return data_args.test_split or data_args.eval_split
+    """The split the tables report: the test split ("test" by default), or, with `--test_split ''`, the evaluation
+    split (by default "validation", a hold-out of train where the dataset has none: modeling_spa.splits)."""
+    if data_args.test_split is None:
+        return "test"
+    return data_args.test_split or data_args.eval_split or "validation"
 
 
 # -- runs -------------------------------------------------------------------------------------------------------
