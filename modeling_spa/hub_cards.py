@@ -16,6 +16,13 @@ from huggingface_hub import EvalResult, ModelCardData
 from .augmentation import AugmentationConfig
 
 METRICS = (("map", "mAP"), ("omap", "OmAP"))
+# The Hub copy of AudioSet lacks the clips gone from YouTube: its figures compare with others only with that said.
+HUB_AUDIOSET = "agkphysics/AudioSet"
+HUB_AUDIOSET_NOTE = (
+    "The `test` split of `agkphysics/AudioSet` is AudioSet's evaluation set as that copy holds it: 17,142 of the "
+    "20,371 clips of the original eval set (the others are gone from YouTube). Figures on it are not directly "
+    "comparable with figures reported on the full eval set or on another copy; say so next to any comparison."
+)
 
 
 def read_template(name: str) -> str:
@@ -50,6 +57,12 @@ def backbone_licence(config) -> str:
         return "none (trained from scratch)"
     release = RELEASES.get(config.pretrained_backbone or "")
     return (release.licence if release else backbone_spec(config.backbone).licence) or "see the checkpoint's source"
+
+
+def results_note(dataset: str) -> str:
+    """What a reader must know to compare the results table with published figures: a paragraph after the table,
+    or nothing."""
+    return f"\n\n{HUB_AUDIOSET_NOTE}" if dataset_id(dataset) == HUB_AUDIOSET else ""
 
 
 def _results_table(results: dict[str, dict[str, float]]) -> str:
@@ -182,6 +195,7 @@ def render_model_card(
         augmentation=AugmentationConfig.from_dict(getattr(config, "augmentation", None)).describe(),
         dataset=dataset,
         results_table=results_table,
+        results_note=results_note(dataset),
         diagnostics=diagnostics,
         sampling_rate=frontend["sampling_rate"],
         training=training or "See the training arguments saved with the checkpoint.",

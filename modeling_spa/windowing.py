@@ -20,7 +20,7 @@ This module imports neither soundfile nor the data code: it travels with the mod
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,6 +115,31 @@ def aggregate_logits(logits: torch.Tensor, weights: Sequence[float] | torch.Tens
     return torch.logit(mean, eps=PROBABILITY_EPS).to(logits.dtype)
 
 
+def _window_spans(
+    input_values: torch.Tensor, attention_mask: torch.Tensor | None, settings: WindowSettings
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """Each row's real length (from the mask) and the (row, start) of every window of every row."""
+    if attention_mask is None:
+        lengths = [input_values.shape[-1]] * input_values.shape[0]
+    else:
+        lengths = attention_mask.long().sum(dim=-1).tolist()
+    spans = [(row, start) for row, n in enumerate(lengths) for start in window_starts(n, settings.length, settings.hop)]
+    return lengths, spans
+
+
+def _window_batches(
+    input_values: torch.Tensor, attention_mask: torch.Tensor | None, spans: list[tuple[int, int]], length: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """The windows of `spans` as (values, mask) batches of at most `WINDOWS_PER_BATCH` windows."""
+    for first in range(0, len(spans), WINDOWS_PER_BATCH):
+        chunk = spans[first : first + WINDOWS_PER_BATCH]
+        values = torch.stack([input_values[row, start : start + length] for row, start in chunk])
+        mask = None
+        if attention_mask is not None:
+            mask = torch.stack([attention_mask[row, start : start + length] for row, start in chunk])
+        yield values, mask
+
+
 def forward_in_windows(
     model, input_values: torch.Tensor, attention_mask: torch.Tensor | None, settings: WindowSettings
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,18 +149,9 @@ def forward_in_windows(
     samples of each window. Every window is `settings.length` samples long, so `model` does not window again.
     """
     length = settings.length
-    if attention_mask is None:
-        lengths = [input_values.shape[-1]] * input_values.shape[0]
-    else:
-        lengths = attention_mask.long().sum(dim=-1).tolist()
-    spans = [(row, start) for row, n in enumerate(lengths) for start in window_starts(n, length, settings.hop)]
+    lengths, spans = _window_spans(input_values, attention_mask, settings)
     logits, embeds = [], []
-    for first in range(0, len(spans), WINDOWS_PER_BATCH):
-        chunk = spans[first : first + WINDOWS_PER_BATCH]
-        values = torch.stack([input_values[row, start : start + length] for row, start in chunk])
-        mask = None
-        if attention_mask is not None:
-            mask = torch.stack([attention_mask[row, start : start + length] for row, start in chunk])
+    for values, mask in _window_batches(input_values, attention_mask, spans, length):
         output = model(input_values=values, attention_mask=mask)
         logits.append(output.logits)
         embeds.append(output.audio_embeds)
@@ -149,6 +165,32 @@ def forward_in_windows(
         clip_logits.append(aggregate_logits(logits[mine], weights, settings.aggregation))
         clip_embeds.append(embeds[mine].double().mul(weights[:, None]).sum(dim=0).div(weights.sum()).to(embeds.dtype))
     return torch.stack(clip_logits), torch.stack(clip_embeds)
+
+
+def probabilities_in_windows(
+    score: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+    input_values: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    settings: WindowSettings,
+) -> torch.Tensor:
+    """Clip probabilities (batch, classes) from `score(values, mask)`, a function giving window probabilities (such
+    as `SPAForAudioClassification.audioset_scores`): the same windows as `forward_in_windows`, aggregated alike
+    (`mean`: the windows of a clip all hold the same number of real samples, so their weighted mean is the mean).
+    A batch no longer than one window is scored as it is."""
+    if input_values.shape[-1] <= settings.length:
+        return score(input_values, attention_mask)
+    lengths, spans = _window_spans(input_values, attention_mask, settings)
+    scores = torch.cat([score(values, mask) for values, mask in _window_batches(input_values, attention_mask, spans,
+                                                                                settings.length)])  # fmt: skip
+    rows = torch.tensor([row for row, _ in spans], device=scores.device)
+    if settings.aggregation not in AGGREGATIONS:
+        raise ValueError(f"Window aggregation must be one of {AGGREGATIONS}, got {settings.aggregation!r}")
+    clips = []
+    for row in range(len(lengths)):
+        mine = scores[rows == row]
+        aggregated = mine.max(dim=0).values if settings.aggregation == "max" else mine.double().mean(dim=0)
+        clips.append(aggregated.to(scores.dtype))
+    return torch.stack(clips)
 
 
 def stream_windows(
@@ -195,6 +237,7 @@ __all__ = [
     "aggregate_logits",
     "forward_in_windows",
     "frontend_span",
+    "probabilities_in_windows",
     "stream_windows",
     "window_settings",
     "window_starts",

@@ -19,8 +19,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import soundfile
+
+from modeling_spa.reporting import (
+    format_stat,
+    markdown_table,
+    omap_lambda_differences,
+    paired_difference,
+    plot_omap_lambda_difference,
+    stat,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "recipes" / "configs" / "demo.yaml"
@@ -64,33 +72,19 @@ def train(out: Path, data: Path, name: str, alpha: float) -> dict:
 
 def table(results: dict[str, dict]) -> str:
     base, spa = results["baseline"], results["SPA"]
+    cells = {name: {key: stat([r[key]]) for key in ("map", "omap")} for name, r in results.items()}
+    difference = {key: paired_difference([spa[key]], [base[key]]) for key in ("map", "omap")}
     rows = [
-        "| model (demo CNN, synthetic AudioSet-format test set) | mAP | OmAP |",
-        "|---|---:|---:|",
-        f"| baseline, (BCE + OBCE)/2 | {base['map']:.4f} | {base['omap']:.4f} |",
-        f"| + SPA (α = {RUNS['SPA']}) | {spa['map']:.4f} | {spa['omap']:.4f} |",
-        f"| difference | {spa['map'] - base['map']:+.4f} | {spa['omap'] - base['omap']:+.4f} |",
+        ["baseline, (BCE + OBCE)/2", *(format_stat(cells["baseline"][key]) for key in ("map", "omap"))],
+        [f"+ SPA (α = {RUNS['SPA']})", *(format_stat(cells["SPA"][key]) for key in ("map", "omap"))],
+        ["difference", *(format_stat(difference[key], signed=True) for key in ("map", "omap"))],
     ]
-    return "\n".join(rows)
+    return markdown_table(["model (demo CNN, synthetic AudioSet-format test set)", "mAP", "OmAP"], rows)
 
 
 def plot(results: dict[str, dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    diff = np.array(results["SPA"]["omap_per_lambda"]) - np.array(results["baseline"]["omap_per_lambda"])
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.bar(np.arange(len(diff)), diff, color=np.where(diff >= 0, "tab:green", "tab:red"))
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("coarse level λ")
-    ax.set_ylabel("OmAP_λ(SPA) − OmAP_λ(baseline)")
-    ax.set_title("Effect of SPA at each ontology level (cf. paper Fig. 3)")
-    ax.set_xticks(np.arange(len(diff)))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    diff = omap_lambda_differences([results["SPA"]["omap_per_lambda"]], [results["baseline"]["omap_per_lambda"]])
+    plot_omap_lambda_difference(diff, path)
 
 
 def tag_one_clip(out: Path, data: Path) -> None:

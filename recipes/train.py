@@ -32,14 +32,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_scheduler
 
-from modeling_spa import SPAFeatureExtractor, SPAForAudioClassification, compute_omap
+from modeling_spa import SPAFeatureExtractor, SPAForAudioClassification
 from modeling_spa.augmentation import AugmentationConfig
 from modeling_spa.averaging import ExponentialMovingAverage
 from modeling_spa.configuration_spa import check_spa_objective
 from modeling_spa.data import AudioSetCollator, load_audioset, stand_in_rows
-from modeling_spa.diagnostics import collapse_diagnostics
+from modeling_spa.evaluation import evaluate
 from modeling_spa.frontend import frontend_preset
-from modeling_spa.hub_cards import render_model_card
+from modeling_spa.hub_cards import dataset_id, render_model_card
+from modeling_spa.loaders import evaluation_loader, loader_options, on_device, own_generator
 from modeling_spa.optimization import drop_gradients, freeze_groups, parameter_groups, set_prior_bias
 from modeling_spa.publish import HubPushError, push_to_hub
 from modeling_spa.sampling import (
@@ -48,6 +49,18 @@ from modeling_spa.sampling import (
     class_counts,
     expected_class_frequency,
     label_indices,
+)
+from modeling_spa.splits import SplitSpec, resolve_splits, select, split_names
+from modeling_spa.streaming import (
+    Rows,
+    StreamBatchSampler,
+    StreamPosition,
+    StreamReader,
+    batches_per_epoch,
+    open_part,
+    part_labels,
+    part_size,
+    training_stream,
 )
 
 BASELINES = {"wo_spa": (0.0, "obce"), "bce": (0.0, "bce")}  # --baseline: the paper's names -> (spa_alpha, loss)
@@ -88,17 +101,30 @@ class DataArguments:
     dataset: str = field(default="agkphysics/AudioSet", metadata={"help": "save_to_disk/parquet folder or Hub id"})
     dataset_config: str | None = None
     train_split: str = "train"
-    eval_split: str = "validation"
-    test_split: str | None = "test"
+    eval_split: str | None = field(
+        default=None,
+        metadata={"help": "validation split (default: 'validation' if the dataset has one, else a hold-out of train)"},
+    )
+    test_split: str | None = field(default=None, metadata={"help": "test split (default: 'test' if any; '': none)"})
+    validation_fraction: float = field(
+        default=0.05, metadata={"help": "without a validation split: the share of train held out for validation"}
+    )
+    validation_seed: int = field(default=0, metadata={"help": "seed of the hold-out's clip-id hash"})
     classes: str | None = field(default=None, metadata={"help": "JSON list of mids (default: the 527 labels)"})
     max_length_s: float = 10.0
-    num_workers: int = 2
+    num_workers: int | None = field(
+        default=None, metadata={"help": "DataLoader workers per process (default: from the cores, at most 8)"}
+    )
+    streaming: bool = field(default=False, metadata={"help": "stream the splits instead of loading them whole"})
+    shuffle_buffer: int = field(default=1000, metadata={"help": "streaming: clips in the shuffle buffer"})
     balanced_sampling: bool = field(
         default=False, metadata={"help": "draw clips with replacement, weighted by their labels' rarity (PaSST)"}
     )
     sampling_offset: float = field(default=100.0, metadata={"help": "clip weight: sum of 1 / (label count + offset)"})
     sampling_reduce: str = field(default="sum", metadata={"help": "sum or max of the label weights of a clip"})
-    epoch_length: int | None = field(default=None, metadata={"help": "clips per epoch (balanced sampling)"})
+    epoch_length: int | None = field(
+        default=None, metadata={"help": "clips per epoch (balanced sampling, streaming; default: the split's size)"}
+    )
 
 
 @dataclass
@@ -162,8 +188,17 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, Aug
         if model_args.baseline not in BASELINES:
             raise ValueError(f"--baseline must be one of {sorted(BASELINES)}, got {model_args.baseline!r}")
         model_args.spa_alpha, model_args.classification_loss = BASELINES[model_args.baseline]
-    if data_args.epoch_length is not None and not data_args.balanced_sampling:
-        raise ValueError("--epoch_length sets how many clips the balanced sampler draws: add --balanced_sampling.")
+    if data_args.epoch_length is not None and not (data_args.balanced_sampling or data_args.streaming):
+        raise ValueError(
+            "--epoch_length sets how many clips the balanced sampler draws or a stream gives an epoch: add "
+            "--balanced_sampling or --streaming."
+        )
+    if data_args.balanced_sampling and data_args.streaming:
+        raise ValueError(
+            "--balanced_sampling draws clips by index from the whole split, which a stream does not have: train on "
+            "the downloaded split (without --streaming), or stream with uniform shuffling (without "
+            "--balanced_sampling)."
+        )
     if args.freeze_backbone_steps and args.freeze_backbone_epochs:
         raise ValueError("Give --freeze_backbone_steps or --freeze_backbone_epochs, not both.")
     return model_args, data_args, augmentation, args
@@ -221,23 +256,29 @@ def new_model(model_args: ModelArguments, data_args: DataArguments) -> SPAForAud
     )
 
 
-def load_split(data_args: DataArguments, split: str):
-    try:
-        return load_audioset(data_args.dataset, split, data_args.dataset_config)
-    except (ValueError, KeyError) as err:
-        raise ValueError(
-            f"{data_args.dataset}: cannot load split {split!r} ({err}). Choose splits with --train_split, "
-            "--eval_split and --test_split (agkphysics/AudioSet has only train and test: --eval_split test "
-            "--test_split '')."
-        ) from err
+def data_plan(data_args: DataArguments) -> dict[str, SplitSpec | None]:
+    """The train, validation and test parts of the dataset (`modeling_spa.splits`: the default rule)."""
+    available = split_names(data_args.dataset, data_args.dataset_config)
+    return resolve_splits(available, data_args.train_split, data_args.eval_split, data_args.test_split,
+                          data_args.validation_fraction, data_args.validation_seed, data_args.dataset)  # fmt: skip
+
+
+def load_part(data_args: DataArguments, spec: SplitSpec):
+    """A part of the plan as a map-style dataset (the hold-out is an index over the split's rows)."""
+    return select(load_audioset(data_args.dataset, spec.source, data_args.dataset_config), spec)
 
 
 def label_statistics(dataset, model, data_args: DataArguments) -> tuple[np.ndarray | None, np.ndarray]:
     """The balanced sampler's clip weights (None without it) and the class frequencies training draws: under balanced
-    sampling, the expected share of drawn clips that carry each class, else the split's."""
+    sampling, the expected share of drawn clips that carry each class, else the split's. `dataset`: a map-style
+    dataset, or the (clip ids, label lists) of a stream."""
     # The labels column alone: no audio is decoded.
-    ids = dataset["video_id"] if "video_id" in dataset.column_names else None
-    labels = label_indices(dataset["labels"], model.config.label_mids, ids)
+    if isinstance(dataset, tuple):
+        ids, clip_labels = dataset
+    else:
+        ids = dataset["video_id"] if "video_id" in dataset.column_names else None
+        clip_labels = dataset["labels"]
+    labels = label_indices(clip_labels, model.config.label_mids, ids)
     num_classes = model.config.num_labels
     if not data_args.balanced_sampling:
         return None, class_counts(labels, num_classes) / max(len(labels), 1)
@@ -245,10 +286,8 @@ def label_statistics(dataset, model, data_args: DataArguments) -> tuple[np.ndarr
     return weights, expected_class_frequency(labels, weights, num_classes)
 
 
-def make_loader(
-    dataset, model, data_args, batch_size: int, train: bool, seed: int, sampler=None, drop_last: bool = False
-) -> DataLoader:
-    collator = AudioSetCollator(
+def collator_for(model, data_args: DataArguments, train: bool, seed: int) -> AudioSetCollator:
+    return AudioSetCollator(
         sampling_rate=model.config.frontend["sampling_rate"],
         label_mids=model.config.label_mids,
         max_length_s=data_args.max_length_s,
@@ -256,20 +295,126 @@ def make_loader(
         seed=seed,
         min_samples=model.spa.frontend.min_samples,
     )
+
+
+def make_loader(
+    dataset,
+    model,
+    data_args,
+    batch_size: int,
+    train: bool,
+    seed: int,
+    sampler=None,
+    drop_last: bool = False,
+    options: dict | None = None,
+) -> DataLoader:
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=train and sampler is None,
         sampler=sampler,  # the balanced sampler draws from (seed, epoch) alone: resumable, and the same on every rank
-        collate_fn=collator,
-        num_workers=data_args.num_workers,
-        persistent_workers=data_args.num_workers > 0,
+        collate_fn=collator_for(model, data_args, train, seed),
         drop_last=drop_last,
-        # Its own generator: starting an epoch then never draws from the global RNG that dropout uses, so a
-        # resumed run (whose RNG state comes from the checkpoint) continues exactly like an uninterrupted one
-        # (random crop offsets excepted: the collator's generators are not checkpointed).
-        generator=torch.Generator().manual_seed(seed),
+        **(options or {"num_workers": 0}),
+        # (Random crop offsets are not resumed exactly: the collator's generators are not checkpointed.)
+        generator=own_generator(seed),
     )
+
+
+def map_loaders(model, data_args: DataArguments, args, plan: dict, options: dict, new_classifier: bool):
+    """The training loader and the evaluation loaders (by split name) of downloaded splits."""
+    train_split = load_part(data_args, plan["train"])
+    if data_args.balanced_sampling or new_classifier:
+        weights, frequency = label_statistics(train_split, model, data_args)
+        if new_classifier:  # a resumed or fine-tuned model keeps its own
+            set_prior_bias(model.classifier, frequency)
+    sampler = BalancedSampler(weights, data_args.epoch_length, args.seed) if data_args.balanced_sampling else None
+    # A compiled step must see one batch shape: drop the last, smaller batch of an epoch.
+    train_loader = make_loader(train_split, model, data_args, args.batch_size, True, args.seed, sampler,
+                               drop_last=args.torch_compile, options=options)  # fmt: skip
+    eval_loaders = {
+        spec.name: make_loader(
+            load_part(data_args, spec), model, data_args, args.eval_batch_size, False, args.seed, options=options
+        )  # fmt: skip
+        for spec in (plan["eval"], plan["test"])
+        if spec is not None
+    }
+    return train_loader, eval_loaders
+
+
+def stream_record(data_args: DataArguments, args, accelerator: Accelerator, plan: dict, epoch_length: int) -> dict:
+    """What a streamed run's order depends on: a resumed run must read the stream with the same values."""
+    return {
+        "dataset": data_args.dataset,
+        "dataset_config": data_args.dataset_config,
+        "train": plan["train"].describe(),
+        "seed": args.seed,
+        "shuffle_buffer": data_args.shuffle_buffer,
+        "batch_size": args.batch_size,
+        "num_processes": accelerator.num_processes,
+        "epoch_length": epoch_length,
+    }
+
+
+def resumed_stream(saved: dict | None, current: dict, explicit_length: int | None) -> dict:
+    """The stream record of a resumed run: the checkpoint's, after checking that nothing it depends on changed."""
+    if saved is None:
+        raise ValueError("--streaming: the checkpoint was written by a run that did not stream; resume it without.")
+    current = {**current, "epoch_length": saved["epoch_length"] if explicit_length is None else explicit_length}
+    changed = [key for key in current if saved.get(key) != current[key]]
+    if changed:
+        details = ", ".join(f"{key}: {saved.get(key)!r} then, {current[key]!r} now" for key in changed)
+        raise ValueError(f"Cannot resume this streamed run: the stream would not be read the same way ({details}).")
+    return saved
+
+
+def stream_loaders(
+    accelerator, model, data_args, args, plan: dict, options: dict, resumed: dict | None, new_classifier
+):
+    """The loaders of streamed splits (`modeling_spa.streaming`), each process reading its own share, prepared for the
+    device only (Accelerate must not shard them again); and the stream's sampler and record, for checkpoints."""
+    source, config = data_args.dataset, data_args.dataset_config
+    epoch_length = data_args.epoch_length
+    if new_classifier:  # one pass over the ids and labels (no audio) for the prior; it counts the clips too
+        ids, labels = part_labels(source, plan["train"], config)
+        set_prior_bias(model.classifier, label_statistics((ids, labels), model, data_args)[1])
+        epoch_length = epoch_length or len(ids)
+    if resumed is not None:
+        current = stream_record(data_args, args, accelerator, plan, 0)
+        record = resumed_stream(resumed.get("stream"), current, data_args.epoch_length)
+    else:
+        if epoch_length is None:
+            accelerator.print(f"Sizing {plan['train'].describe()} (--epoch_length skips this)")
+            epoch_length = part_size(source, plan["train"], config)
+        record = stream_record(data_args, args, accelerator, plan, epoch_length) | {"batches": 0, "positions": None}
+    per_epoch = batches_per_epoch(record["epoch_length"], args.batch_size, accelerator.num_processes)
+    positions = record["positions"]
+    position = StreamPosition(*positions[accelerator.process_index]) if positions else StreamPosition()
+    stream = training_stream(open_part(source, plan["train"], config), args.seed, data_args.shuffle_buffer,
+                             accelerator.process_index, accelerator.num_processes)  # fmt: skip
+    in_epoch = resumed["batches_in_epoch"] if resumed is not None else 0
+    sampler = StreamBatchSampler(
+        StreamReader(stream, position), args.batch_size, per_epoch, record["batches"], in_epoch
+    )
+    train = DataLoader(Rows(per_epoch * args.batch_size), batch_sampler=sampler, generator=own_generator(args.seed),
+                       collate_fn=collator_for(model, data_args, True, args.seed), **options)  # fmt: skip
+    collator = collator_for(model, data_args, False, args.seed)
+    evals = {}
+    for spec in (plan["eval"], plan["test"]):
+        if spec is not None:
+            stream, size = open_part(source, spec, config), part_size(source, spec, config)
+            batch = args.eval_batch_size
+            evals[spec.name] = evaluation_loader(accelerator, stream, collator, batch, options, args.seed, size)
+    return on_device(accelerator, train), evals, {"sampler": sampler, "record": record}
+
+
+def describe_plan(plan: dict, data_args: DataArguments) -> str:
+    """One line for the log and the model card: which clips each split of the run holds."""
+    parts = [f"train on {plan['train'].describe()}", f"validate on {plan['eval'].describe()}"]
+    parts.append(f"test on {plan['test'].describe()}" if plan["test"] is not None else "no test split")
+    read = f"streamed (shuffle buffer {data_args.shuffle_buffer})" if data_args.streaming else "downloaded"
+    config = f" ({data_args.dataset_config})" if data_args.dataset_config else ""
+    return f"Data: {dataset_id(data_args.dataset)}{config}, {read}: {'; '.join(parts)}."  # a build by its name only
 
 
 # -- checkpoints ------------------------------------------------------------------------------------------------
@@ -284,8 +429,17 @@ def checkpoint_dirs(output_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("_")[1]))
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: dict, keep: int) -> None:
-    """save_state into a temporary folder, then rename: a run killed while saving keeps its last checkpoint."""
+def save_checkpoint(
+    accelerator: Accelerator, output_dir: Path, state: dict, keep: int, stream: StreamBatchSampler | None = None
+) -> None:
+    """save_state into a temporary folder, then rename: a run killed while saving keeps its last checkpoint.
+
+    A streamed run also records, in trainer_state.json, each process's read position after the batches the state
+    covers (`stream.positions`, in process order): a resumed run continues reading there.
+    """
+    if stream is not None:
+        position = stream.position_after(state["stream"]["batches"])
+        state["stream"]["positions"] = gather_object([[position.pass_index, position.rows]])
     final = output_dir / "checkpoints" / f"step_{state['completed_steps']}"
     partial = final.with_name(final.name + ".partial")
     accelerator.save_state(str(partial))
@@ -311,61 +465,29 @@ def resolve_resume(output_dir: Path, resume: str | None) -> Path | None:
     return path
 
 
-# -- evaluation -------------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate(accelerator: Accelerator, model, loader: DataLoader, distances: np.ndarray) -> dict:
-    """mAP, OmAP and OmAP_λ over the whole split, and the label-space collapse diagnostics
-    (`modeling_spa.diagnostics`: the label embeddings' geometry, and the split's audio embeddings against them):
-    gather every process's scores and embeddings, compute on the main one.
-
-    `model` is unwrapped (no DDP, not compiled: evaluation batches hold whole clips of any length) and runs in the
-    run's mixed precision. Augmentation is off: the model is in eval mode.
-    """
-    was_training = model.training
-    model.eval()
-    scores, embeds, labels, skipped = [], [], [], []
-    for batch in tqdm(loader, desc="eval", disable=not accelerator.is_local_main_process, leave=False):
-        skipped += batch["skipped"]
-        with accelerator.autocast():
-            output = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"])
-        gathered = accelerator.gather_for_metrics(
-            (output.logits.float().sigmoid(), output.audio_embeds.float(), batch["labels"], batch["valid"])
-        )
-        batch_scores, batch_embeds, batch_labels, valid = (t.cpu() for t in gathered)
-        scores.append(batch_scores[valid])  # placeholders of bad clips are dropped after the gather
-        embeds.append(batch_embeds[valid])
-        labels.append(batch_labels[valid])
-    skipped = len({clip for clip, _ in gather_object(skipped)})  # unique: DDP repeats clips to even out batches
-    model.train(was_training)
-    labels = torch.cat(labels).round()
-    result = compute_omap(labels.numpy(), torch.cat(scores).numpy(), distances)
-    return {
-        "map": result["map"],
-        "omap": result["omap"],
-        "omap_per_lambda": result["omap_per_lambda"].tolist(),
-        "n_classes_evaluated": result["n_classes_evaluated"],
-        "skipped_clips": int(skipped),
-        **collapse_diagnostics(model, torch.cat(embeds), labels),
-    }
-
-
 # -- publishing -------------------------------------------------------------------------------------------------
 
 
 def save_final(
-    model, extractor, arguments: tuple, results: dict, folder: str, weights: str, history: list | None = None
+    model,
+    extractor,
+    arguments: tuple,
+    results: dict,
+    folder: str,
+    weights: str,
+    data: str = "",
+    history: list | None = None,
 ) -> Path:
     """The model, its extractor, card, evaluation results and the run's arguments (`training_args.json`, as the
     Trainer saves its arguments beside a model) in OUTPUT_DIR/`folder`; `weights` says which weights these are,
-    `history` the epoch summaries whose collapse diagnostics the card tabulates (those of the last weights)."""
+    `data` which clips each split held, `history` the epoch summaries whose collapse diagnostics the card tabulates
+    (those of the last weights)."""
     model_args, data_args, augmentation, args = arguments
     final = Path(args.output_dir) / folder
     model.save_pretrained(final, safe_serialization=True)
     extractor.save_pretrained(final)
     repo_id = args.hub_model_id or Path(args.output_dir).name
-    training = training_summary(data_args, augmentation, args, weights)
+    training = training_summary(data_args, augmentation, args, weights) + (f" {data}" if data else "")
     card = render_model_card(
         model.config, repo_id, results, dataset=data_args.dataset, training=training, history=history
     )
@@ -383,6 +505,8 @@ def training_summary(data_args: DataArguments, augmentation: AugmentationConfig,
         f"class-balanced sampling with replacement (clip weight: {data_args.sampling_reduce} of 1 / (label count + "
         f"{data_args.sampling_offset:g}), {data_args.epoch_length or 'split-size'} clips per epoch)"
         if data_args.balanced_sampling
+        else f"streamed, shuffled through a buffer of {data_args.shuffle_buffer} clips"
+        if data_args.streaming
         else "uniform shuffling"
     )
     backbone_lr = args.backbone_learning_rate if args.backbone_learning_rate is not None else args.learning_rate
@@ -453,12 +577,15 @@ def train_epoch(accelerator, model, optimizer, scheduler, loader, state: dict, a
     # The samplers' order depends on (seed, epoch) only. Set on the prepared loader first: under DDP, a skipping
     # loader's set_epoch does not reach the sampler (Accelerate's BatchSamplerShard hides it), which it shares.
     loader.set_epoch(epoch)
-    if state["batches_in_epoch"]:  # resumed mid-epoch: the interrupted run's order, minus what it did
+    if state["batches_in_epoch"] and extras["stream"] is None:  # resumed mid-epoch: the interrupted run's order,
+        # minus what it did (a stream's batch sampler starts after it by itself, without reading those batches again)
         loader = accelerator.skip_first_batches(loader, state["batches_in_epoch"])
         loader.set_epoch(epoch)  # its own iteration count, which it sets its sampler to (single process)
     sums, batches, skipped, skipped_steps, window_ids = {}, 0, [], 0, []
     for batch in loader:
         state["batches_in_epoch"] += 1
+        if "stream" in state:
+            state["stream"]["batches"] += 1
         skipped += batch["skipped"]
         window_ids += batch["clip_ids"]
         any_valid = batch["valid"].any()
@@ -496,7 +623,7 @@ def train_epoch(accelerator, model, optimizer, scheduler, loader, state: dict, a
             accelerator.log({f"train/{k}": v for k, v in means.items()} | learning_rates(optimizer, "lr/"),
                             step=state["completed_steps"])  # fmt: skip
         if state["completed_steps"] % args.checkpointing_steps == 0:
-            save_checkpoint(accelerator, Path(args.output_dir), state, args.keep_checkpoints)
+            save_checkpoint(accelerator, Path(args.output_dir), state, args.keep_checkpoints, extras["stream"])
         if state["completed_steps"] >= (args.max_steps or float("inf")):
             break
     means = {name: (value / max(int(batches), 1)).item() for name, value in sums.items()}
@@ -575,26 +702,17 @@ def run_training(accelerator: Accelerator, model_args, data_args, augmentation, 
     extractor = SPAFeatureExtractor(
         sampling_rate=model.config.frontend["sampling_rate"], max_length_s=data_args.max_length_s
     )
-    data = {
-        split: load_split(data_args, split)
-        for split in (data_args.train_split, data_args.eval_split, data_args.test_split)
-        if split
-    }
-    train_split = data[data_args.train_split]
+    plan = data_plan(data_args)
+    resumed_state = json.loads((resume / "trainer_state.json").read_text()) if resume is not None else None
     new_classifier = args.prior_bias and not model_args.init_from and resume is None
-    if data_args.balanced_sampling or new_classifier:
-        weights, frequency = label_statistics(train_split, model, data_args)
-        if new_classifier:  # a resumed or fine-tuned model keeps its own
-            set_prior_bias(model.classifier, frequency)
-    sampler = BalancedSampler(weights, data_args.epoch_length, args.seed) if data_args.balanced_sampling else None
-    # A compiled step must see one batch shape: drop the last, smaller batch of an epoch.
-    train_loader = make_loader(train_split, model, data_args, args.batch_size, True, args.seed, sampler,
-                               drop_last=args.torch_compile)  # fmt: skip
-    eval_loaders = {
-        split: make_loader(data[split], model, data_args, args.eval_batch_size, False, args.seed)
-        for split in (data_args.eval_split, data_args.test_split)
-        if split
-    }
+    options = loader_options(data_args.num_workers, accelerator.device)
+    if data_args.streaming:
+        train_loader, eval_loaders, stream = stream_loaders(accelerator, model, data_args, args, plan, options,
+                                                            resumed_state, new_classifier)  # fmt: skip
+    else:
+        train_loader, eval_loaders = map_loaders(model, data_args, args, plan, options, new_classifier)
+        stream = None
+    accelerator.print(describe_plan(plan, data_args))
     distances = model.label_distances.cpu().numpy()
 
     backbone_lr = args.backbone_learning_rate if args.backbone_learning_rate is not None else args.learning_rate
@@ -606,7 +724,10 @@ def run_training(accelerator: Accelerator, model_args, data_args, augmentation, 
     if ema is not None:
         ema.module.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    if stream is None:
+        model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    else:  # the stream's loader is prepared already: each process reads its own share
+        model, optimizer = accelerator.prepare(model, optimizer)
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)  # per process, once sharded
     total_steps = args.max_steps or args.num_epochs * steps_per_epoch
     frozen_steps = args.freeze_backbone_steps or math.ceil(args.freeze_backbone_epochs * steps_per_epoch)
@@ -618,7 +739,8 @@ def run_training(accelerator: Accelerator, model_args, data_args, augmentation, 
         num_training_steps=total_steps * accelerator.num_processes,
     )
     scheduler = accelerator.prepare(freeze_groups(scheduler, frozen_steps * accelerator.num_processes))
-    eval_loaders = {split: accelerator.prepare(loader) for split, loader in eval_loaders.items()}
+    if stream is None:
+        eval_loaders = {split: accelerator.prepare(loader) for split, loader in eval_loaders.items()}
     # Augmentation draws from torch's global generator: a stream of its own on each process. Only now: a seedable
     # shuffling sampler takes the global seed when it is prepared, and must shuffle alike on every process.
     set_seed(args.seed, device_specific=True)
@@ -627,7 +749,8 @@ def run_training(accelerator: Accelerator, model_args, data_args, augmentation, 
         accelerator.init_trackers(output_dir.name, config=config)
     unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
     backbone_params = [p for p in unwrapped.spa.backbone.parameters() if p.requires_grad]
-    extras = {"frozen_steps": frozen_steps, "backbone_params": backbone_params, "ema": ema, "unwrapped": unwrapped}
+    extras = {"frozen_steps": frozen_steps, "backbone_params": backbone_params, "ema": ema, "unwrapped": unwrapped,
+              "stream": stream and stream["sampler"]}  # fmt: skip
     # The weights evaluated and saved: the last ones, and their average if one is kept.
     finals = {"model": unwrapped} | ({"model_ema": ema.module} if ema is not None else {})
 
@@ -635,8 +758,10 @@ def run_training(accelerator: Accelerator, model_args, data_args, augmentation, 
     state = {"epoch": 0, "batches_in_epoch": 0, "completed_steps": 0, "history": []}
     if resume is not None:
         accelerator.load_state(str(resume))  # model, optimizer, scheduler, RNG states, and the EMA
-        state = json.loads((resume / "trainer_state.json").read_text())
+        state = resumed_state
         accelerator.print(f"Resumed from {resume}: epoch {state['epoch']}, step {state['completed_steps']}")
+    if stream is not None:
+        state["stream"] = stream["record"]  # what the stream was read with, and (at checkpoints) where each process is
 
     progress = tqdm(total=total_steps, initial=state["completed_steps"], disable=not accelerator.is_local_main_process)
     model.train()
@@ -647,7 +772,7 @@ def run_training(accelerator: Accelerator, model_args, data_args, augmentation, 
             accelerator, model, optimizer, scheduler, train_loader, state, args, progress, extras
         )
         last_eval = {
-            name: evaluate(accelerator, weights, eval_loaders[data_args.eval_split], distances)
+            name: evaluate(accelerator, weights, eval_loaders[plan["eval"].name], distances)
             for name, weights in finals.items()
         }
         summary = {
@@ -669,14 +794,16 @@ def run_training(accelerator: Accelerator, model_args, data_args, augmentation, 
             named = ", ".join(f"{clip} ({reason})" for clip, reason in skipped[:10])
             print(f"[process {accelerator.process_index}] skipped {len(skipped)} bad clip(s): {named}", flush=True)
         state["epoch"], state["batches_in_epoch"] = state["epoch"] + 1, 0
-        save_checkpoint(accelerator, output_dir, state, args.keep_checkpoints)
+        save_checkpoint(accelerator, output_dir, state, args.keep_checkpoints, extras["stream"])
     progress.close()
+    if stream is not None:
+        stream["sampler"].reader.close()
 
     arguments, results = (model_args, data_args, augmentation, args), {}
     for folder, weights in finals.items():
         # The last epoch already scored the eval split at the final weights; only the other splits are new work.
         results[folder] = {
-            split: last_eval[folder] if split == data_args.eval_split and folder in last_eval else
+            split: last_eval[folder] if split == plan["eval"].name and folder in last_eval else
             evaluate(accelerator, weights, loader, distances)
             for split, loader in eval_loaders.items()
         }  # fmt: skip
@@ -684,7 +811,9 @@ def run_training(accelerator: Accelerator, model_args, data_args, augmentation, 
             which = "the last" if folder == "model" else f"an exponential moving average (decay {args.ema_decay:g})"
             which += " of the training weights"
             history = state["history"] if folder == "model" else None
-            final = save_final(weights, extractor, arguments, results[folder], folder, which, history)
+            final = save_final(
+                weights, extractor, arguments, results[folder], folder, which, describe_plan(plan, data_args), history
+            )
             scores = {s: {k: round(r[k], 4) for k in ("map", "omap")} for s, r in results[folder].items()}
             accelerator.print(f"Saved the model to {final}: {json.dumps(scores)}")
     if accelerator.is_main_process:

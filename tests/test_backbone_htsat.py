@@ -480,5 +480,5 @@ def test_recipe_config_parses_to_this_backbone_and_release():
     spec.loader.exec_module(train)
     model_args, data_args, _, args = train.parse_arguments([str(recipes / "configs" / "htsat_audioset.yaml")])
     assert model_args.backbone == "htsat" and RELEASES[model_args.pretrained_backbone].backbone == "htsat"
-    assert (args.learning_rate, args.weight_decay, args.max_grad_norm, args.seed) == (1e-4, 0.05, 1.0, 970131)
+    assert (args.backbone_learning_rate, args.weight_decay, args.max_grad_norm, args.seed) == (1e-4, 0.05, 1.0, 970131)
     assert data_args.max_length_s == 10.0 and model_args.frontend is None  # the backbone's own: cnn14

@@ -572,5 +572,5 @@ def test_recipe_config_parses():
         [str(REPO / "recipes" / "configs" / "psla_audioset.yaml")]
     )
     assert model_args.backbone == "psla" and model_args.pretrained_backbone.endswith("as_mdl_0_wa.pth")
-    assert (train_args.batch_size, train_args.learning_rate, train_args.num_epochs) == (100, 1e-4, 30)
+    assert (train_args.batch_size, train_args.backbone_learning_rate, train_args.num_epochs) == (100, 1e-4, 30)
     assert train_args.weight_decay == 5e-7 and train_args.mixed_precision == "no" and data_args.max_length_s == 10.0

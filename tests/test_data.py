@@ -1,5 +1,6 @@
 import importlib.util
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -7,8 +8,19 @@ import datasets
 import numpy as np
 import pytest
 import soundfile
+import torch
 
-from modeling_spa.data import AudioSetCollator, BadAudioError, LabelEncoder, decode_audio, load_audioset
+from modeling_spa.data import (
+    PADDING_ROW,
+    AudioSetCollator,
+    BadAudioError,
+    LabelEncoder,
+    RandomCrop,
+    decode_audio,
+    default_num_workers,
+    load_audioset,
+    mix_to_mono,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -111,3 +123,64 @@ def test_evaluation_keeps_whole_clips_and_training_crops(tiny):
     assert evaluation["attention_mask"].sum(dim=1).tolist() == [40000, 8000]
     training = AudioSetCollator(16000, mids, max_length_s=1.0, train=True)(rows)
     assert training["input_values"].shape == (2, 16000) and training["attention_mask"][0].all()
+
+
+def test_a_crop_decodes_only_its_frames_and_equals_the_slice_of_the_whole_clip():
+    rng = np.random.default_rng(1)
+    clip = (0.2 * rng.standard_normal(48000)).astype(np.float32)  # 3 s at 16 kHz
+    buffer = io.BytesIO()
+    soundfile.write(buffer, clip, 16000, format="FLAC")
+    audio = {"bytes": buffer.getvalue(), "path": "x.flac"}
+    whole = decode_audio(audio, 16000)
+    for seed in range(5):  # the model's rate: decoded from the offset (FLAC seeks), the same draws as a slice
+        cropped = decode_audio(audio, 16000, crop=RandomCrop(16000, np.random.default_rng(seed)))
+        start = RandomCrop(16000, np.random.default_rng(seed)).start(len(whole))
+        np.testing.assert_array_equal(cropped, whole[start : start + 16000])
+    # Another rate: resampled whole, then cut; a clip no longer than the crop is kept whole.
+    resampled = decode_audio(audio, 8000)
+    cropped = decode_audio(audio, 8000, crop=RandomCrop(8000, np.random.default_rng(3)))
+    start = RandomCrop(8000, np.random.default_rng(3)).start(len(resampled))
+    np.testing.assert_array_equal(cropped, resampled[start : start + 8000])
+    assert len(decode_audio(audio, 16000, crop=RandomCrop(48000, np.random.default_rng(0)))) == 48000
+
+
+def test_mixing_to_mono_is_the_channel_mean():
+    samples = np.random.default_rng(2).standard_normal((1000, 3)).astype(np.float32)
+    np.testing.assert_array_equal(mix_to_mono(samples[:, :2]), samples[:, :2].mean(axis=1))  # bit for bit
+    np.testing.assert_allclose(mix_to_mono(samples), samples.mean(axis=1), rtol=1e-6, atol=1e-7)
+    mono = samples[:, :1]
+    assert np.shares_memory(mix_to_mono(mono), mono)  # one channel: no copy
+
+
+def test_default_workers_follow_the_cores(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    for cores, workers in ((32, 8), (4, 3), (2, 1), (1, 0)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _, n=cores: set(range(n)), raising=False)
+        assert default_num_workers() == workers, cores
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(8)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two processes on the node share the cores
+    assert default_num_workers() == 3 and default_num_workers(processes_per_node=8) == 0
+
+
+def test_batches_from_workers_come_in_shared_memory_with_a_bool_mask(tiny):
+    _, built = tiny
+    mids = sorted({mid for row in built["train"] for mid in row["labels"]})
+    rows = [built["train"][i] for i in range(4)]
+    loader = torch.utils.data.DataLoader(
+        rows, batch_size=4, num_workers=1, collate_fn=AudioSetCollator(16000, mids, 1.0)
+    )
+    batch = next(iter(loader))
+    assert batch["input_values"].is_shared() and batch["attention_mask"].dtype == torch.bool
+    np.testing.assert_array_equal(
+        batch["input_values"].numpy(), AudioSetCollator(16000, mids, 1.0)(rows)["input_values"]
+    )
+
+
+def test_padding_rows_and_labels_outside_the_classes(tiny):
+    _, built = tiny
+    mids = sorted({mid for row in built["train"] for mid in row["labels"]})
+    odd = {**built["train"][1], "labels": [*built["train"][1]["labels"], "/m/not_a_class"]}
+    batch = AudioSetCollator(16000, mids, 1.0, ignore_unknown_labels=True)([built["train"][0], odd, PADDING_ROW])
+    assert batch["valid"].tolist() == [True, True, False] and batch["skipped"] == []  # padding is no bad clip
+    assert batch["unknown_labels"] == [(odd["video_id"], "/m/not_a_class")]
+    assert batch["labels"][1].sum() == len(built["train"][1]["labels"]) and batch["attention_mask"][2].all()

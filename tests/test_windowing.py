@@ -55,7 +55,9 @@ def test_the_span_of_fixed_frames_is_the_longest_clip_they_hold(preset, span):
 
 
 def test_window_settings_defaults_and_validation():
-    ast = window_settings(SPAConfig())
+    passt = window_settings(SPAConfig())  # the default backbone
+    assert (passt.length, passt.hop, passt.aggregation) == (320000, 320000, "mean")  # PaSST: 1000 frames, 10 s
+    ast = window_settings(SPAConfig(backbone="ast"))
     assert (ast.length, ast.hop, ast.aggregation) == (164080, 164080, "mean")  # AST: 1024 frames, 10.255 s
     cnn = SPAConfig(backbone="demo_cnn")
     assert window_settings(cnn).length == 160000  # any length: 10 s unless training recorded its clip length
@@ -67,7 +69,7 @@ def test_window_settings_defaults_and_validation():
     with pytest.raises(ValueError, match="hop must be positive and at most the window"):
         SPAConfig(backbone="demo_cnn", window_length_s=1.0, window_hop_s=1.5)
     with pytest.raises(ValueError, match="more than the 164080 that the front-end's max_frames=1024 hold"):
-        SPAConfig(window_length_s=10.3)
+        SPAConfig(backbone="ast", window_length_s=10.3)
 
 
 def test_aggregation_by_hand():

@@ -1,0 +1,113 @@
+"""The SPA paper's result tables and its Fig. 3, from evaluation results (`eval_results.json` of recipes/train.py).
+
+Used by recipes/demo.py (one seed, a mini Table 1) and recipes/reproduce.py (several seeds, Tables 1 and 2). A cell
+over several seeds is "mean ± std" with the sample standard deviation (ddof 1) across seeds; over one seed it is the
+value alone. Differences between two models are paired: per seed first (both trained with that seed), then
+summarised, so their spread is that of the paired differences, not of the two rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Stat:
+    """One table cell's numbers: a value per seed."""
+
+    values: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values))
+
+    @property
+    def std(self) -> float | None:
+        """The sample standard deviation across seeds; None for a single seed (no spread to estimate)."""
+        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else None
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean, "std": self.std, "values": list(self.values)}
+
+
+def stat(values: Sequence[float]) -> Stat:
+    if not len(values):
+        raise ValueError("a table cell needs at least one value")
+    return Stat(tuple(float(v) for v in values))
+
+
+def paired_difference(minuend: Sequence[float], subtrahend: Sequence[float]) -> Stat:
+    """Per-seed differences minuend − subtrahend (both lists in the same seed order)."""
+    if len(minuend) != len(subtrahend):
+        raise ValueError(f"paired differences need as many values on both sides ({len(minuend)} vs {len(subtrahend)})")
+    return stat([a - b for a, b in zip(minuend, subtrahend, strict=True)])
+
+
+def format_stat(cell: Stat, signed: bool = False, digits: int = 4) -> str:
+    """A cell: 0.5302, +0.0120 (signed), or 0.5302 ± 0.0031 over several seeds."""
+    number = f"{cell.mean:+.{digits}f}" if signed else f"{cell.mean:.{digits}f}"
+    return number if cell.std is None else f"{number} ± {cell.std:.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub markdown table: the first column left-aligned (row names), the others right-aligned (numbers)."""
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def omap_lambda_differences(spa: Sequence[Sequence[float]], baseline: Sequence[Sequence[float]]) -> np.ndarray:
+    """(seeds, levels): OmAP_λ(SPA) − OmAP_λ(baseline) per seed, from each run's `omap_per_lambda`."""
+    spa_array, base_array = np.asarray(spa, dtype=float), np.asarray(baseline, dtype=float)
+    if spa_array.shape != base_array.shape or spa_array.ndim != 2:
+        raise ValueError(f"OmAP_λ curves differ in shape: {spa_array.shape} vs {base_array.shape}")
+    return spa_array - base_array
+
+
+def plot_omap_lambda_difference(
+    differences: np.ndarray,
+    path: str | Path,
+    title: str = "Effect of SPA at each ontology level (cf. paper Fig. 3)",
+    ylabel: str = "OmAP_λ(SPA) − OmAP_λ(baseline)",
+) -> Path:
+    """The paper's Fig. 3: one bar per level λ, the mean difference over seeds (green above 0, red below); with
+    several seeds, error bars of ± one sample std and each seed's value as a dot. Written as PNG to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    differences = np.atleast_2d(np.asarray(differences, dtype=float))
+    mean = differences.mean(axis=0)
+    levels = np.arange(differences.shape[1])
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    several = differences.shape[0] > 1
+    yerr = differences.std(axis=0, ddof=1) if several else None
+    ax.bar(levels, mean, color=np.where(mean >= 0, "tab:green", "tab:red"), yerr=yerr, capsize=2 if several else 0)
+    if several:
+        for row in differences:
+            ax.plot(levels, row, linestyle="none", marker=".", markersize=3, color="black", alpha=0.6)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("coarse level λ")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.set_xticks(levels)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+__all__ = [
+    "Stat",
+    "format_stat",
+    "markdown_table",
+    "omap_lambda_differences",
+    "paired_difference",
+    "plot_omap_lambda_difference",
+    "stat",
+]
