@@ -42,9 +42,11 @@ ALL_ON = ("--balanced_sampling", "--epoch_length", "20", "--mixup_alpha", "0.3",
 
 
 def load_recipe(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "recipes" / f"{name}.py")
+    """A recipe script as a module named `recipe_<name>`: `recipes/evaluate.py` must not shadow the `evaluate`
+    library in sys.modules."""
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
