@@ -15,7 +15,7 @@ export SPA_CLASS_LABELS ?= $(SHARED_AUDIOSET)/class_labels_indices.csv
 DEMO_ENV := HF_HUB_OFFLINE=1
 endif
 
-.PHONY: install test demo real-sounds lint bench clean
+.PHONY: install test demo real-sounds spa-study lint bench clean
 
 $(STAMP): pyproject.toml requirements-peers.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,13 +33,22 @@ install: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 
+# The real recordings first; where they cannot be had (no apt-get and no .deb files in the cache), the demo says so
+# and falls back to the synthetic set.
 demo: $(STAMP)
+	$(MAKE) real-sounds || echo "make demo: the real-recording set could not be built (see above); the demo falls back to the synthetic set."
 	$(DEMO_ENV) $(PY) recipes/demo.py
 
 # Real recordings from seven pinned Debian packages (apt-get download into the cache), as AudioSet-format builds:
 # outputs/real_sounds/{sources,mixtures}. A second run with the same inputs does nothing.
 real-sounds: $(STAMP)
 	$(DEMO_ENV) $(PY) recipes/build_real_sounds.py --output outputs/real_sounds
+
+# recipes/spa_study.py on both tasks (about 90 minutes on 2 busy cores): writes recipes/results/spa_study.json.
+spa-study: real-sounds
+	$(DEMO_ENV) $(PY) recipes/build_demo_dataset.py --output outputs/synthetic/data --duration 2
+	$(DEMO_ENV) $(PY) recipes/spa_study.py --task real --jobs 2 --variants wo_spa paper contrastive frozen geometry contrastive_centred
+	$(DEMO_ENV) $(PY) recipes/spa_study.py --task synthetic --jobs 2 --variants wo_spa paper contrastive frozen
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,9 +1,10 @@
 """The SPA paper's result tables and its Fig. 3, from evaluation results (`eval_results.json` of recipes/train.py).
 
-Used by recipes/demo.py (one seed, a mini Table 1) and recipes/reproduce.py (several seeds, Tables 1 and 2). A cell
-over several seeds is "mean ± std" with the sample standard deviation (ddof 1) across seeds; over one seed it is the
-value alone. Differences between two models are paired: per seed first (both trained with that seed), then
-summarised, so their spread is that of the paired differences, not of the two rows.
+Used by recipes/demo.py (one seed, a mini Table 1), recipes/reproduce.py (several seeds, Tables 1 and 2) and
+recipes/spa_study.py (variants over seeds, paired tests, the collapse diagnostics per epoch). A cell over several
+seeds is "mean ± std" with the sample standard deviation (ddof 1) across seeds; over one seed it is the value alone.
+Differences between two models are paired: per seed first (both trained with that seed), then summarised, so their
+spread is that of the paired differences, not of the two rows.
 """
 
 from __future__ import annotations
@@ -45,6 +46,27 @@ def paired_difference(minuend: Sequence[float], subtrahend: Sequence[float]) -> 
     if len(minuend) != len(subtrahend):
         raise ValueError(f"paired differences need as many values on both sides ({len(minuend)} vs {len(subtrahend)})")
     return stat([a - b for a, b in zip(minuend, subtrahend, strict=True)])
+
+
+def paired_test(minuend: Sequence[float], subtrahend: Sequence[float]) -> dict:
+    """The paired differences minuend − subtrahend (`Stat.to_dict`) and two-sided p-values of the paired t-test and
+    of the Wilcoxon signed-rank test (scipy; exact for small n without ties). With n = 5, no Wilcoxon p falls below
+    0.0625, whatever the data: report both. A p-value is None where the test is undefined (differences all equal,
+    or all zero for Wilcoxon)."""
+    from scipy import stats
+
+    difference = paired_difference(minuend, subtrahend)
+    values = np.asarray(difference.values)
+    constant = len(values) < 2 or np.ptp(values) == 0
+    t_test = None if constant else stats.ttest_rel(minuend, subtrahend)
+    wilcoxon = None if not np.any(values) else stats.wilcoxon(values)
+    return {
+        "difference": difference.to_dict(),
+        "n": len(values),
+        "t_statistic": None if t_test is None else float(t_test.statistic),
+        "t_p": None if t_test is None else float(t_test.pvalue),
+        "wilcoxon_p": None if wilcoxon is None else float(wilcoxon.pvalue),
+    }
 
 
 def format_stat(cell: Stat, signed: bool = False, digits: int = 4) -> str:
@@ -102,12 +124,66 @@ def plot_omap_lambda_difference(
     return Path(path)
 
 
+DIAGNOSTIC_CURVES = ("label_cos_mean", "audio_cos_margin", "text_cos_mean")
+
+
+def diagnostic_curves(histories: Sequence[Sequence[dict]], keys: Sequence[str] = DIAGNOSTIC_CURVES) -> dict:
+    """(seeds, epochs) arrays of the evaluation split's diagnostics after each epoch, from runs' `history.json`
+    (train.py records them as `eval_<name>`), one run per seed."""
+    lengths = {len(history) for history in histories}
+    if len(lengths) != 1:
+        raise ValueError(f"runs with different numbers of epochs cannot be averaged: {sorted(lengths)}")
+    return {key: np.array([[epoch[f"eval_{key}"] for epoch in history] for history in histories]) for key in keys}
+
+
+def plot_collapse_diagnostics(
+    curves: dict[str, dict[str, np.ndarray]],
+    path: str | Path,
+    title: str = "Label-space collapse per epoch (evaluation split)",
+) -> Path:
+    """Two panels per epoch: the mean pairwise cosine of the label embeddings E_t (near 1: collapsed; the text
+    encoder's T̂ dashed, for reference) and the mean cosine margin of E_a to its labels over the other labels. One line
+    per model (`curves`: name -> `diagnostic_curves`), the mean over seeds, shaded ± one sample std over several."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    panels = (("label_cos_mean", "E_t mean pairwise cosine"), ("audio_cos_margin", "cos margin: labels − others"))
+    for ax, (key, ylabel) in zip(axes, panels, strict=True):
+        for name, curve in curves.items():
+            values = np.atleast_2d(np.asarray(curve[key], dtype=float))
+            epochs = np.arange(1, values.shape[1] + 1)
+            mean = values.mean(axis=0)
+            (line,) = ax.plot(epochs, mean, marker="o", markersize=3, label=name)
+            if values.shape[0] > 1:
+                spread = values.std(axis=0, ddof=1)
+                ax.fill_between(epochs, mean - spread, mean + spread, color=line.get_color(), alpha=0.2)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.set_xticks(epochs)
+    text = next((np.asarray(c["text_cos_mean"], dtype=float) for c in curves.values() if "text_cos_mean" in c), None)
+    if text is not None:
+        axes[0].axhline(float(text.mean()), color="grey", linestyle="--", linewidth=1, label="T̂ (text encoder)")
+    axes[1].axhline(0, color="black", linewidth=0.8)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 __all__ = [
     "Stat",
+    "diagnostic_curves",
     "format_stat",
     "markdown_table",
     "omap_lambda_differences",
     "paired_difference",
+    "paired_test",
+    "plot_collapse_diagnostics",
     "plot_omap_lambda_difference",
     "stat",
 ]

@@ -1,10 +1,15 @@
-"""`make demo`: a mini Table 1 of the SPA paper, offline, on a 2-core CPU.
+"""`make demo`: a mini Table 1 of the SPA paper on real recordings, offline, on a 2-core CPU.
 
-1. builds a small synthetic AudioSet-format dataset (recipes/build_demo_dataset.py),
-2. trains the baseline (α = 0) and SPA (α > 0) with the same seed and backbone through
-   `accelerate launch recipes/train.py recipes/configs/demo.yaml`, text encoder all-MiniLM-L6-v2,
-3. prints mAP and OmAP with and without SPA, writes the OmAP_λ difference plot (paper Fig. 3),
-4. reloads the SPA checkpoint with `AutoModel` and tags one test clip.
+1. uses the real-recording mixtures of `make real-sounds` (outputs/real_sounds/mixtures: 31 AudioSet classes, 2-s
+   clips; the test split holds only recordings never heard in training); where they cannot be had, it says so and
+   falls back to the synthetic set of recipes/build_demo_dataset.py;
+2. trains, with the same seed and recipes/configs/demo.yaml (the small CNN from scratch, α = 0.3), the baseline
+   (α = 0, (BCE + OBCE)/2), the paper's Eq. 4 and the SPA variant chosen by recipes/spa_study.py on the validation
+   split (recipes/results/spa_study.json), two runs at a time, through `accelerate launch recipes/train.py`;
+3. prints Table 1, this seed beside the study's mean ± std over its seeds, and writes the OmAP_λ difference plot
+   (paper Fig. 3) and the collapse diagnostics per epoch (E_t mean cosine, cosine margin);
+4. reloads the SPA checkpoint with `AutoModel` and tags whole test recordings (the `sources` build's test pool),
+   printing their true labels beside the top 5, and the `spa-tag` command for their files.
 
 Outputs go to outputs/demo/. The numbers are reported as they come, whichever way they go.
 """
@@ -12,27 +17,41 @@ Outputs go to outputs/demo/. The numbers are reported as they come, whichever wa
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
+import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import soundfile
-
 from modeling_spa.reporting import (
+    diagnostic_curves,
     format_stat,
     markdown_table,
     omap_lambda_differences,
     paired_difference,
+    plot_collapse_diagnostics,
     plot_omap_lambda_difference,
     stat,
 )
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "recipes" / "configs" / "demo.yaml"
-RUNS = {"baseline": 0.0, "SPA": 0.3}  # α chosen on the validation split (0.1, 0.3 tried)
+STUDY_RESULTS = REPO / "recipes" / "results" / "spa_study.json"
+LAUNCH = ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+TAGGED_RECORDINGS = 6
+
+
+def load_study():
+    """recipes/spa_study.py as a module: its variants' flags and labels, so the demo trains exactly the study's runs."""
+    spec = importlib.util.spec_from_file_location("spa_study_recipe", REPO / "recipes" / "spa_study.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def run(command: list[str], log: Path) -> None:
@@ -42,15 +61,24 @@ def run(command: list[str], log: Path) -> None:
         done = subprocess.run(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
     if done.returncode:
         sys.exit(f"{' '.join(command[:4])} ... failed; the end of {log}:\n" + log.read_text()[-3000:])
-    print(f"  done in {time.perf_counter() - started:.0f} s (log: {log.relative_to(REPO)})")
+    print(f"  done in {time.perf_counter() - started:.0f} s (log: {log.relative_to(REPO)})", flush=True)
 
 
-def build_data(out: Path, args) -> Path:
+# -- data ---------------------------------------------------------------------------------------------------------
+
+
+def real_data(real: Path) -> Path | None:
+    """The real-recording mixtures, if `make real-sounds` built them (with their sources, for tagging)."""
+    mixtures, sources = real / "mixtures", real / "sources"
+    return mixtures if (mixtures / "classes.json").is_file() and (sources / "classes.json").is_file() else None
+
+
+def synthetic_data(out: Path, args) -> Path:
     data = out / "data"
     if (data / "classes.json").is_file():
-        print(f"[1/4] dataset: reusing {data.relative_to(REPO)}")
+        print(f"  reusing {data.relative_to(REPO)}")
         return data
-    print(f"[1/4] building the synthetic AudioSet-format dataset ({args.num_train} train clips of {args.seconds} s)")
+    print(f"  building the synthetic AudioSet-format set ({args.num_train} train clips of {args.seconds} s)")
     command = [sys.executable, str(REPO / "recipes" / "build_demo_dataset.py"), "--output", str(data),
                "--num-train", str(args.num_train), "--num-validation", str(args.num_eval),
                "--num-test", str(args.num_eval), "--duration", str(args.seconds)]  # fmt: skip
@@ -58,76 +86,202 @@ def build_data(out: Path, args) -> Path:
     return data
 
 
-def train(out: Path, data: Path, name: str, alpha: float) -> dict:
-    run_dir = out / name.lower()
-    results = run_dir / "model" / "eval_results.json"
-    if not results.is_file():
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-                   "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "recipes" / "train.py"),
-                   str(CONFIG), "--spa_alpha", str(alpha), "--output_dir", str(run_dir),
-                   "--dataset", str(data), "--classes", str(data / "classes.json")]  # fmt: skip
-        run(command, out / f"train_{name.lower()}.log")
-    return json.loads(results.read_text())["test"]
+# -- training -----------------------------------------------------------------------------------------------------
 
 
-def table(results: dict[str, dict]) -> str:
-    base, spa = results["baseline"], results["SPA"]
-    cells = {name: {key: stat([r[key]]) for key in ("map", "omap")} for name, r in results.items()}
-    difference = {key: paired_difference([spa[key]], [base[key]]) for key in ("map", "omap")}
-    rows = [
-        ["baseline, (BCE + OBCE)/2", *(format_stat(cells["baseline"][key]) for key in ("map", "omap"))],
-        [f"+ SPA (α = {RUNS['SPA']})", *(format_stat(cells["SPA"][key]) for key in ("map", "omap"))],
-        ["difference", *(format_stat(difference[key], signed=True) for key in ("map", "omap"))],
-    ]
-    return markdown_table(["model (demo CNN, synthetic AudioSet-format test set)", "mAP", "OmAP"], rows)
+def demo_runs(study, chosen: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Table 1's rows: name -> (folder, train.py flags); the chosen variant's folder is `spa`, the tagging model."""
+    runs = {study.BASELINE: ("baseline", study.VARIANTS[study.BASELINE][1])}
+    runs[study.PAPER] = ("spa" if chosen == study.PAPER else "paper", study.VARIANTS[study.PAPER][1])
+    runs[chosen] = ("spa", study.VARIANTS[chosen][1])
+    return runs
 
 
-def plot(results: dict[str, dict], path: Path) -> None:
-    diff = omap_lambda_differences([results["SPA"]["omap_per_lambda"]], [results["baseline"]["omap_per_lambda"]])
-    plot_omap_lambda_difference(diff, path)
+def train_command(data: Path, flags: tuple[str, ...], run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", *LAUNCH, str(REPO / "recipes" / "train.py"),
+            str(CONFIG), "--dataset", str(data), "--classes", str(data / "classes.json"), *flags,
+            "--output_dir", str(run_dir)]  # fmt: skip
 
 
-def tag_one_clip(out: Path, data: Path) -> None:
+def train_all(out: Path, data: Path, runs: dict, jobs: int) -> dict[str, dict]:
+    """Train the runs not yet finished, `jobs` at a time; each run's test results and epoch history."""
+    pending = []
+    for name, (folder, flags) in runs.items():
+        if not (out / folder / "history.json").is_file():
+            pending.append((train_command(data, flags, out / folder), out / f"train_{folder}.log"))
+            print(f"  {name}: training in {(out / folder).relative_to(REPO)}", flush=True)
+    # One OpenMP pool per core: two trainers with a pool over both cores each would oversubscribe them.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for done in [pool.submit(run, command, log) for command, log in pending]:
+            done.result()
+    return {
+        name: {
+            "test": json.loads((out / folder / "model" / "eval_results.json").read_text())["test"],
+            "history": json.loads((out / folder / "history.json").read_text()),
+        }
+        for name, (folder, _) in runs.items()
+    }
+
+
+# -- Table 1 and the plots ----------------------------------------------------------------------------------------
+
+
+def _p(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2g}"
+
+
+def study_cells(study_task: dict | None, name: str, chosen: str) -> list[str]:
+    """The study's mean ± std of `name` on test (or its paired difference to the baseline, for 'difference')."""
+    if study_task is None:
+        return ["", ""]
+    if name == "difference":
+        tests = study_task["comparisons"].get(chosen, {}).get("vs_wo_spa", {}).get("test")
+        if tests is None:
+            return ["", ""]
+        return [f"{format_stat(stat(tests[k]['difference']['values']), signed=True)} (p {_p(tests[k]['t_p'])})"
+                for k in ("map", "omap")]  # fmt: skip
+    variant = study_task["variants"].get(name)
+    return ["", ""] if variant is None else [format_stat(stat(variant["test"][k]["values"])) for k in ("map", "omap")]
+
+
+def table(results: dict[str, dict], labels: dict[str, str], chosen: str, study_task: dict | None, data: str) -> str:
+    """This run's test mAP and OmAP per model (one seed) beside the study's mean ± std over its seeds."""
+    baseline = next(iter(results))
+    rows = []
+    for name, result in results.items():
+        rows.append([labels[name], *(format_stat(stat([result["test"][k]])) for k in ("map", "omap")),
+                     *study_cells(study_task, name, chosen)])  # fmt: skip
+    difference = [paired_difference([results[chosen]["test"][k]], [results[baseline]["test"][k]])
+                  for k in ("map", "omap")]  # fmt: skip
+    rows.append([f"{labels[chosen]} − baseline", *(format_stat(d, signed=True) for d in difference),
+                 *study_cells(study_task, "difference", chosen)])  # fmt: skip
+    seeds = len(study_task["seeds"]) if study_task else 0
+    header = [f"model (demo CNN, {data} test split)", "mAP, this run", "OmAP, this run",
+              f"mAP, study ({seeds} seeds)", f"OmAP, study ({seeds} seeds)"]  # fmt: skip
+    return markdown_table(header, rows)
+
+
+def plots(out: Path, results: dict[str, dict], labels: dict[str, str], chosen: str) -> None:
+    baseline = next(iter(results))
+    diff = omap_lambda_differences([results[chosen]["test"]["omap_per_lambda"]],
+                                   [results[baseline]["test"]["omap_per_lambda"]])  # fmt: skip
+    plot_omap_lambda_difference(diff, out / "omap_lambda_difference.png",
+                                ylabel=f"OmAP_λ({chosen}) − OmAP_λ(baseline)")  # fmt: skip
+    curves = {labels[name]: diagnostic_curves([result["history"]]) for name, result in results.items()}
+    plot_collapse_diagnostics(curves, out / "diagnostics.png")
+    print(f"\nOmAP_λ difference plot: {(out / 'omap_lambda_difference.png').relative_to(REPO)}")
+    print(f"Collapse diagnostics per epoch: {(out / 'diagnostics.png').relative_to(REPO)}")
+
+
+# -- tagging ------------------------------------------------------------------------------------------------------
+
+
+def pick_recordings(rows, classes: set[str], count: int) -> list[dict]:
+    """Up to `count` rows carrying one of the model's classes, each with another first such label, in split order:
+    a spread of the classes rather than the split's most common one."""
+    picked, seen = [], set()
+    for row in rows:
+        known = [mid for mid in row["labels"] if mid in classes]
+        if known and known[0] not in seen:
+            seen.add(known[0])
+            picked.append(row)
+        if len(picked) == count:
+            break
+    return picked
+
+
+def extracted_file(source: str) -> Path | None:
+    """A sources row's recording as build_real_sounds.py extracted it ("package:path"), if it is still there."""
+    package, _, path = source.partition(":")
+    cache = Path(os.environ.get("SPA_CACHE", Path.home() / ".cache" / "modeling_spa")) / "real_sounds"
+    found = cache / "extracted" / package / path
+    return found if found.is_file() else None
+
+
+def tag_recordings(model_dir: Path, split_files: str, count: int, what: str) -> None:
+    """Tag whole test recordings as spa-tag does (the model's windows and aggregation), true labels beside the top 5."""
     import datasets
-    import torch
     from transformers import AutoFeatureExtractor, AutoModel
 
     import modeling_spa  # noqa: F401  (registers SPA with the Auto classes)
+    from modeling_spa.cli import file_scores
 
-    model_dir = out / "spa" / "model"
     model = AutoModel.from_pretrained(model_dir).eval()
     extractor = AutoFeatureExtractor.from_pretrained(model_dir)
-    clip = datasets.load_dataset("parquet", data_files=str(data / "data" / "test-*.parquet"), split="train")[0]
-    wave, rate = soundfile.read(io.BytesIO(clip["audio"]["bytes"]), dtype="float32")
-    with torch.inference_mode():
-        scores = model(**extractor(wave, sampling_rate=rate, return_tensors="pt")).logits.sigmoid()[0]
-    print(f"\nAutoModel.from_pretrained({model_dir.relative_to(REPO)}) tags test clip {clip['video_id']}")
-    print(f"  true labels: {', '.join(clip['human_labels'])}")
-    for i in scores.argsort(descending=True)[:5].tolist():
-        print(f"  {scores[i]:.3f}  {model.config.id2label[i]:<32s} {model.config.label_paths[i]}")
+    names = dict(zip(model.config.label_mids, model.config.label_names, strict=True))
+    rows = datasets.load_dataset("parquet", data_files=split_files, split="train")
+    print(f"\nAutoModel.from_pretrained({model_dir.relative_to(REPO)}) tags {count} {what}, each whole, in the model's "
+          "windows, as spa-tag does:")  # fmt: skip
+    commands = []
+    for row in pick_recordings(rows, set(names), count):
+        scores = file_scores(io.BytesIO(row["audio"]["bytes"]), model, extractor)
+        true = [names[mid] for mid in row["labels"] if mid in names]
+        other = [name for mid, name in zip(row["labels"], row["human_labels"], strict=True) if mid not in names]
+        print(f"\n  {row.get('source', row['video_id'])}")
+        print(f"    true: {'; '.join(true)}" + (f"  (also, not a trained class: {'; '.join(other)})" if other else ""))
+        for rank, i in enumerate(scores.argsort()[::-1][:5], start=1):
+            mark = "*" if model.config.label_mids[i] in row["labels"] else " "
+            print(f"    {rank}. {mark} {scores[i]:.3f}  {model.config.id2label[int(i)]}")
+        if (path := extracted_file(row.get("source", ""))) is not None:
+            commands.append(str(path))
+    print("\n  (* = a true label)")
+    if commands:
+        files = " ".join(f"'{c}'" for c in commands[:3])
+        print(f"\nThe same with spa-tag on the recordings' files:\n  spa-tag {files} --model {model_dir} --top-k 3")
+
+
+# -- main ---------------------------------------------------------------------------------------------------------
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default=str(REPO / "outputs" / "demo"))
-    parser.add_argument("--num-train", type=int, default=1200)
-    parser.add_argument("--num-eval", type=int, default=300)
-    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--real-sounds", default=str(REPO / "outputs" / "real_sounds"),
+                        help="the output folder of `make real-sounds` (sources/ and mixtures/)")  # fmt: skip
+    parser.add_argument("--jobs", type=int, default=2, help="trainings at a time")
+    parser.add_argument("--num-train", type=int, default=1200, help="synthetic fallback: train clips")
+    parser.add_argument("--num-eval", type=int, default=300, help="synthetic fallback: validation and test clips")
+    parser.add_argument("--seconds", type=float, default=2.0, help="synthetic fallback: clip length")
     args = parser.parse_args()
     out = Path(args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    study = load_study()
+    study_results = json.loads(STUDY_RESULTS.read_text())
+    chosen = study_results["real"]["choice"]["variant"]  # the demo's settings are the real task's
 
-    data = build_data(out, args)
-    results = {}
-    for step, (name, alpha) in enumerate(RUNS.items(), start=2):
-        print(f"[{step}/4] training {name} (α = {alpha}) with accelerate launch recipes/train.py")
-        results[name] = train(out, data, name, alpha)
-    print("\n" + table(results))
-    plot(results, out / "omap_lambda_difference.png")
-    (out / "table1.md").write_text(table(results) + "\n")
-    print(f"\nOmAP_λ difference plot: {(out / 'omap_lambda_difference.png').relative_to(REPO)}")
-    tag_one_clip(out, data)
+    print("[1/4] data")
+    data = real_data(Path(args.real_sounds).resolve())
+    if data is not None:
+        task, described = "real", "real-recording"
+        print(f"  real-recording mixtures: {data}")
+    else:
+        task, described = "synthetic", "synthetic"
+        print(f"  NOTE: no real-recording build in {args.real_sounds} (`make real-sounds` makes it; it needs the "
+              "pinned Debian packages, through apt-get or put in its cache by hand): falling back to the synthetic "
+              "set. Its numbers say even less about AudioSet than the real recordings'.")  # fmt: skip
+        data = synthetic_data(out, args)
+
+    runs = demo_runs(study, chosen)
+    labels = {name: study.VARIANTS[name][0] for name in runs}
+    print(f"[2/4] training {', '.join(labels.values())} (seed 0, {args.jobs} at a time)")
+    results = train_all(out, data, runs, args.jobs)
+
+    print("\n[3/4] Table 1 (test split)\n")
+    rendered = table(results, labels, chosen, study_results.get(task), described)
+    print(rendered)
+    (out / "table1.md").write_text(rendered + "\n")
+    plots(out, results, labels, chosen)
+
+    print("\n[4/4] tagging")
+    if task == "real":
+        sources = str(data.parent / "sources" / "data" / "test-*.parquet")
+        tag_recordings(
+            out / "spa" / "model", sources, TAGGED_RECORDINGS, "real test recordings (never heard in training)"
+        )
+    else:
+        tag_recordings(out / "spa" / "model", str(data / "data" / "test-*.parquet"), 3, "synthetic test clips")
     print(f"\nDemo finished in {time.perf_counter() - started:.0f} s.")
 
 

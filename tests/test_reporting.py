@@ -1,4 +1,4 @@
-"""The shared table and Fig. 3 code (modeling_spa.reporting), and the demo's table through it, unchanged."""
+"""The shared table, test and plot code (modeling_spa.reporting), and the demo's table through it."""
 
 import importlib.util
 import sys
@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 
 from modeling_spa.reporting import (
+    diagnostic_curves,
     format_stat,
     markdown_table,
     omap_lambda_differences,
     paired_difference,
+    paired_test,
+    plot_collapse_diagnostics,
     plot_omap_lambda_difference,
     stat,
 )
@@ -58,16 +61,69 @@ def test_figure3_with_several_seeds_has_error_bars(tmp_path):
     assert not np.array_equal(several, single)  # the error bars and the seeds' dots are drawn
 
 
-def test_demo_table_is_the_one_the_readme_shows():
+def test_demo_table_puts_the_run_beside_the_study():
     spec = importlib.util.spec_from_file_location("demo", REPO / "recipes" / "demo.py")
     demo = importlib.util.module_from_spec(spec)
     sys.modules["demo"] = demo
     spec.loader.exec_module(demo)
-    results = {"baseline": {"map": 0.53024, "omap": 0.75512}, "SPA": {"map": 0.50127, "omap": 0.74518}}
-    assert demo.table(results) == (
-        "| model (demo CNN, synthetic AudioSet-format test set) | mAP | OmAP |\n"
-        "|---|---:|---:|\n"
-        "| baseline, (BCE + OBCE)/2 | 0.5302 | 0.7551 |\n"
-        "| + SPA (α = 0.3) | 0.5013 | 0.7452 |\n"
-        "| difference | -0.0290 | -0.0099 |"
+    results = {"wo_spa": {"test": {"map": 0.33024, "omap": 0.69512}}, "paper": {"test": {"map": 0.31, "omap": 0.68}},
+               "contrastive": {"test": {"map": 0.324, "omap": 0.703}}}  # fmt: skip
+    labels = {"wo_spa": "baseline", "paper": "paper", "contrastive": "contrastive"}
+    cell = {"values": [0.30, 0.32]}
+    study = {"seeds": [0, 1], "variants": {name: {"test": {"map": cell, "omap": cell}} for name in ("wo_spa", "paper")},
+             "comparisons": {"contrastive": {"vs_wo_spa": {"test": {
+                 "map": {"difference": {"values": [0.01, 0.03]}, "t_p": 0.2952},
+                 "omap": {"difference": {"values": [-0.01, 0.01]}, "t_p": None}}}}}}  # fmt: skip
+    assert demo.table(results, labels, "contrastive", study, "real-recording") == (
+        "| model (demo CNN, real-recording test split) | mAP, this run | OmAP, this run | mAP, study (2 seeds) "
+        "| OmAP, study (2 seeds) |\n"
+        "|---|---:|---:|---:|---:|\n"
+        "| baseline | 0.3302 | 0.6951 | 0.3100 ± 0.0141 | 0.3100 ± 0.0141 |\n"
+        "| paper | 0.3100 | 0.6800 | 0.3100 ± 0.0141 | 0.3100 ± 0.0141 |\n"
+        "| contrastive | 0.3240 | 0.7030 |  |  |\n"  # no study row for it: empty cells
+        "| contrastive − baseline | -0.0062 | +0.0079 | +0.0200 ± 0.0141 (p 0.3) | +0.0000 ± 0.0141 (p n/a) |"
     )
+
+
+def test_paired_test_p_values():
+    base = [0.60, 0.62, 0.61, 0.65, 0.63]
+    up = [b + d for b, d in zip(base, [0.01, 0.02, 0.03, 0.04, 0.05], strict=True)]
+    result = paired_test(up, base)
+    # t = mean / (sd / √n) = 0.03 / (0.0158114 / √5) = 4.2426 with 4 degrees of freedom.
+    assert result["t_statistic"] == pytest.approx(4.2426407, rel=1e-6)
+    assert result["t_p"] == pytest.approx(0.0132356, rel=1e-4)
+    assert result["wilcoxon_p"] == pytest.approx(2 / 32)  # all five positive: the smallest two-sided p at n = 5
+    assert result["difference"]["mean"] == pytest.approx(0.03) and result["n"] == 5
+    mixed = paired_test([b + d for b, d in zip(base, [0.01, -0.02, 0.03, 0.04, 0.05], strict=True)], base)
+    assert mixed["wilcoxon_p"] == pytest.approx(6 / 32)  # one negative, of rank 2: W = 2
+    constant = paired_test([b + 0.01 for b in base], base)
+    assert constant["t_p"] is None and constant["wilcoxon_p"] == pytest.approx(2 / 32)
+    same = paired_test(base, base)
+    assert same["t_p"] is None and same["wilcoxon_p"] is None
+
+
+def test_diagnostic_curves_from_histories():
+    histories = [[{"eval_label_cos_mean": 0.9 + e / 100, "eval_audio_cos_margin": e, "eval_text_cos_mean": 0.4}
+                  for e in range(3)] for _ in range(2)]  # fmt: skip
+    curves = diagnostic_curves(histories)
+    assert curves["label_cos_mean"].shape == (2, 3)
+    np.testing.assert_allclose(curves["audio_cos_margin"][1], [0, 1, 2])
+    with pytest.raises(ValueError, match="different numbers of epochs"):
+        diagnostic_curves([histories[0], histories[1][:2]])
+
+
+def test_collapse_diagnostics_plot(tmp_path):
+    import matplotlib.image
+
+    rising = {"label_cos_mean": [[0.5, 0.9, 0.99], [0.5, 0.8, 0.98]], "audio_cos_margin": [[0.1, 0.02, 0.01]] * 2,
+              "text_cos_mean": [[0.41] * 3] * 2}  # fmt: skip
+    flat = {"label_cos_mean": [[0.4, 0.4, 0.4]], "audio_cos_margin": [[0.0, 0.1, 0.2]]}
+    path = plot_collapse_diagnostics({"paper": rising, "frozen": flat}, tmp_path / "d.png")
+    one = plot_collapse_diagnostics({"paper": {k: v[:1] for k, v in rising.items()}}, tmp_path / "one.png")
+    image, single = matplotlib.image.imread(path), matplotlib.image.imread(one)
+    assert image.shape == single.shape == (408, 1080, 4)
+    assert not np.array_equal(image, single)
+    # Something is drawn in both panels: each half of the figure has coloured (non-grey) pixels.
+    rgb = image[..., :3]
+    coloured = (rgb.max(axis=-1) - rgb.min(axis=-1)) > 0.3
+    assert coloured[:, :540].any() and coloured[:, 540:].any()
