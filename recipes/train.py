@@ -86,7 +86,9 @@ class ModelArguments:
     spa_objective: str = field(default="paper", metadata={"help": "paper (Eq. 4) or contrastive"})
     spa_temperature: float = field(default=0.1, metadata={"help": "τ of the contrastive objective"})
     spa_uniformity_weight: float = field(default=0.0, metadata={"help": "weight of the labels' uniformity term"})
-    spa_geometry_weight: float = field(default=0.0, metadata={"help": "weight of the label-geometry term"})
+    spa_geometry_weight: float = field(
+        default=1.0, metadata={"help": "weight of the label-geometry term (0: the paper's exact Eq. 4)"}
+    )
     freeze_text_projection: bool = field(default=False, metadata={"help": "keep p_t at its initialisation"})
     center_label_text: bool = field(default=False, metadata={"help": "centre T̂ over the labels; p_t without bias"})
     baseline: str | None = field(

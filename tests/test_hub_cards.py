@@ -79,7 +79,10 @@ def test_the_card_shows_the_label_space_diagnostics_and_the_objective(tmp_path):
     assert "## Label space" in card and "E_t: mean pairwise cosine 0.991 (min 0.971), Spearman 0.430" in card
     assert "| test | 0.974 | 0.966 | 0.008 | n/a |" in card  # NaN (no clip with both kinds of label) as n/a
     assert "| 0 | 0.220 | 0.991 | 0.971 | 0.430 | 0.008 | n/a | 0.500 | 0.750 |" in card
-    assert "0.3 · L_SPA; L_SPA is the paper's Eq. 4" in card and "p_t learned, with bias" in card
+    assert "0.3 · (L_SPA + 1 · L_geo); L_SPA is the paper's Eq. 4" in card and "p_t learned, with bias" in card
+    paper = config()
+    paper.spa_geometry_weight = 0.0  # the paper's exact objective
+    assert "0.3 · L_SPA; L_SPA is the paper's Eq. 4" in render_model_card(paper, "o/s", RESULTS, template=template)
     # Without diagnostics (results from elsewhere) the section says how to compute them; a template written before
     # the section gets it after the results table.
     assert "Not computed (see `python -m modeling_spa.diagnostics`)" in render_model_card(

@@ -79,7 +79,8 @@ def test_loss_is_the_sum_of_its_parts(cnn_model, batch):
     waves, mask, labels = batch
     out = cnn_model(waves, mask, labels=labels)
     assert out.logits.shape == (3, 7) and out.audio_embeds.shape == (3, 16)
-    expected = 0.5 * (out.bce_loss + out.obce_loss) + 0.5 * out.spa_loss
+    assert out.spa_geometry_loss is not None  # the default objective: Eq. 4 + L_geo at weight 1
+    expected = 0.5 * (out.bce_loss + out.obce_loss) + 0.5 * (out.spa_loss + out.spa_geometry_loss)
     torch.testing.assert_close(out.loss, expected)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(out.logits, labels)
     torch.testing.assert_close(out.bce_loss, bce)
@@ -384,7 +385,7 @@ def test_outputs_follow_transformers_conventions(cnn_model, batch):
     assert shapes == [(3, 1, frames, 64), (3, 8, (frames + 1) // 2, 32), (3, 16, (frames + 3) // 4, 16)]
     assert out.attentions is None and cnn_model(waves, mask).hidden_states is None
     as_tuple = cnn_model(waves, mask, labels=labels, return_dict=False)
-    assert isinstance(as_tuple, tuple) and len(as_tuple) == 6  # loss, logits, audio_embeds and the three parts
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == 7  # loss, logits, audio_embeds, the 3 parts and L_geo
     assert torch.equal(as_tuple[0], out.loss) and torch.equal(as_tuple[1], out.logits)
     model = copy.deepcopy(cnn_model)
     model.config.return_dict = False

@@ -182,3 +182,19 @@ def test_committed_results_choose_by_validation():
         for variant in task["variants"].values():
             assert len(variant["test"]["omap"]["values"]) == len(task["seeds"])
             assert np.isclose(np.mean(variant["test"]["omap"]["values"]), variant["test"]["omap"]["mean"])
+
+
+def test_library_defaults_are_the_studys_choice():
+    """SPAConfig's and train.py's defaults are the variant the study chose on the real task's validation split."""
+    from dataclasses import fields
+
+    from modeling_spa import SPAConfig
+
+    chosen = json.loads((REPO / "recipes" / "results" / "spa_study.json").read_text())["real"]["choice"]["variant"]
+    flags = study.VARIANTS[chosen][1]
+    recipe_defaults = {f.name: f.default for f in fields(train_recipe.ModelArguments)}
+    config = SPAConfig()
+    for flag, value in zip(flags[::2], flags[1::2], strict=True):
+        name = flag.removeprefix("--")
+        for default in (getattr(config, name), recipe_defaults[name]):
+            assert str(default) == value or (isinstance(default, float) and default == float(value)), name
