@@ -1,0 +1,223 @@
+"""ONNX export of an SPA tagger: the front-end and the backbone + heads as two graphs, and a standalone tagger.
+
+    spa-export MODEL_DIR OUTPUT_DIR [--opset 18] [--verify_dataset DIR --verify_split test --verify_clips 16]
+    python OUTPUT_DIR/tag_onnx.py clip.wav [--top-k 5]     # numpy, soundfile, onnxruntime: no torch, no package
+
+OUTPUT_DIR receives:
+- `frontend.onnx`: one window of waveform `input_values` (batch, window samples) float32 and its `attention_mask`
+  (batch, window samples) bool -> `features` (batch, frames, mels) and `frame_mask` (batch, frames): the model's
+  `LogMelFrontend`, its FFT exported as ONNX `DFT` (opset 17+). A graph of its own, so that a user may feed
+  features computed elsewhere, or replace it.
+- `model.onnx`: `features` + `frame_mask` -> `logits` (batch, classes) and `audio_embeds` (batch, D): backbone,
+  p_a and the classifier, as `SPAForAudioClassification` computes them in eval mode. The batch axis is dynamic in
+  both graphs; the window length is fixed (the model's `window_length_s`), as the model itself scores windows.
+- `labels.json` (class names, mids, ontology paths), `export.json` (the inference settings `tag_onnx.py` reads, the
+  versions, and the verification), `tag_onnx.py` (a copy of `modeling_spa/onnx_tagger.py`).
+
+The exporter checks both graphs against torch on random windows (a short, masked one included), and with
+`--verify_dataset` on the real clips of a split: the windows of each clip through onnxruntime and through the
+torch model, compared logit by logit (max |difference| recorded in export.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import onnx_tagger
+from .windowing import window_settings
+
+DEFAULT_OPSET = 18  # DFT is opset 17+; 18 is what torch.onnx's dynamo exporter writes natively
+TAGGER_NAME = "tag_onnx.py"
+
+
+class FeatureTagger(nn.Module):
+    """backbone -> p_a -> classifier on log-mel features: `SPAForAudioClassification` after its front-end, in eval
+    mode (no augmentation, no windowing: the features are one window's)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.backbone = model.spa.backbone
+        self.audio_projection = model.spa.audio_projection
+        self.classifier = model.classifier
+
+    def forward(self, features: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = self.backbone(features.to(self.audio_projection.weight.dtype), frame_mask).pooler_output
+        embeds = self.audio_projection(pooled)
+        return self.classifier(embeds), embeds
+
+
+def inference_settings(model) -> onnx_tagger.Settings:
+    """The window, hop and aggregation the model uses at inference, in samples at its rate."""
+    settings = window_settings(model.config)
+    return onnx_tagger.Settings(
+        sampling_rate=model.config.frontend["sampling_rate"],
+        window=settings.length,
+        hop=settings.hop,
+        aggregation=settings.aggregation,
+        min_samples=model.spa.frontend.min_samples,
+    )
+
+
+def example_windows(settings: onnx_tagger.Settings, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random windows for tracing and checking; the last is a short clip, its padding masked."""
+    generator = torch.Generator().manual_seed(0)
+    values = 0.1 * torch.randn(batch, settings.window, generator=generator)
+    mask = torch.ones(batch, settings.window, dtype=torch.bool)
+    short = max(settings.min_samples, settings.window // 3)
+    values[-1, short:] = 0.0
+    mask[-1, short:] = False
+    return values, mask
+
+
+def export_graph(module: nn.Module, inputs: tuple, names: tuple[list[str], list[str]], path: Path, opset: int) -> None:
+    """torch.onnx's dynamo exporter with a dynamic batch axis on every input; one file, weights inside."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not the user's business
+        program = torch.onnx.export(
+            module,
+            inputs,
+            input_names=names[0],
+            output_names=names[1],
+            dynamic_shapes=tuple({0: batch} for _ in inputs),
+            opset_version=opset,
+            dynamo=True,
+            verbose=False,
+        )
+    program.save(str(path), external_data=False)
+
+
+def export_graphs(model, out: Path, opset: int) -> None:
+    """frontend.onnx and model.onnx of an eval-mode model (see the module docstring)."""
+    settings = inference_settings(model)
+    values, mask = example_windows(settings)
+    frontend_names = (["input_values", "attention_mask"], ["features", "frame_mask"])
+    export_graph(model.spa.frontend, (values, mask), frontend_names, out / "frontend.onnx", opset)
+    features, frame_mask = model.spa.frontend(values, mask)
+    head_names = (["features", "frame_mask"], ["logits", "audio_embeds"])
+    export_graph(FeatureTagger(model).eval(), (features, frame_mask), head_names, out / "model.onnx", opset)
+
+
+def label_texts(model) -> dict:
+    config = model.config
+    names = [config.id2label[i] for i in range(config.num_labels)]
+    return {"names": names, "mids": config.label_mids, "paths": config.label_paths}
+
+
+def torch_window_logits(model, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The torch model's logits of windows (as `model(...)` computes them at inference)."""
+    with torch.inference_mode():
+        output = model(input_values=torch.from_numpy(values), attention_mask=torch.from_numpy(mask))
+    return output.logits.float().numpy()
+
+
+def compare_windows(model, tagger: onnx_tagger.ExportedTagger, values: np.ndarray, mask: np.ndarray) -> float:
+    """max |logit difference| between onnxruntime and torch on the same windows."""
+    difference = onnx_tagger.window_logits(tagger, values, mask) - torch_window_logits(model, values, mask)
+    return float(np.abs(difference).max())
+
+
+def verify_random(model, out: Path) -> dict:
+    """Both graphs against torch on the random example windows (a masked short one among them)."""
+    tagger = onnx_tagger.load(out)
+    values, mask = (t.numpy() for t in example_windows(tagger.settings, batch=3))
+    return {"windows": len(values), "max_abs_logit_difference": compare_windows(model, tagger, values, mask)}
+
+
+def verify_clips(model, out: Path, dataset: str, split: str, clips: int) -> dict:
+    """The windows of the first `clips` clips of a dataset split, through onnxruntime and torch."""
+    from .data import decode_audio, load_audioset
+
+    tagger = onnx_tagger.load(out)
+    data = load_audioset(dataset, split)
+    rows = data.select(range(min(clips, len(data))))
+    differences, windows, scores, scale = [], 0, [], 0.0
+    for row in rows:
+        wave = decode_audio(row["audio"], tagger.settings.sampling_rate, row["video_id"], tagger.settings.min_samples)
+        values, mask, weights = onnx_tagger.windows(wave, tagger.settings)
+        onnx_logits = onnx_tagger.window_logits(tagger, values, mask)
+        torch_logits = torch_window_logits(model, values, mask)
+        differences.append(float(np.abs(onnx_logits - torch_logits).max()))
+        scale = max(scale, float(np.abs(torch_logits).max()))  # what the differences are small against
+        aggregation = tagger.settings.aggregation
+        clip_scores = [onnx_tagger.aggregate(logits, weights, aggregation) for logits in (onnx_logits, torch_logits)]
+        scores.append(float(np.abs(clip_scores[0] - clip_scores[1]).max()))
+        windows += len(values)
+    return {"dataset": dataset, "split": split, "clips": len(rows), "windows": windows,
+            "max_abs_logit_difference": max(differences), "max_abs_score_difference": max(scores),
+            "max_abs_logit": scale}  # fmt: skip
+
+
+def export(model_dir: str, output_dir: str | Path, opset: int = DEFAULT_OPSET, model=None) -> dict:
+    """Export `model_dir` (or an already loaded `model`) to `output_dir`; returns what export.json records."""
+    import onnx
+
+    if model is None:
+        from . import SPAForAudioClassification
+
+        model = SPAForAudioClassification.from_pretrained(model_dir)
+    model = model.float().eval()
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    export_graphs(model, out, opset)
+    for name in ("frontend.onnx", "model.onnx"):
+        onnx.checker.check_model(str(out / name))
+    (out / "labels.json").write_text(json.dumps(label_texts(model), indent=1, ensure_ascii=False) + "\n")
+    shutil.copyfile(onnx_tagger.__file__, out / TAGGER_NAME)
+    info = {
+        "source": str(model_dir),
+        "backbone": model.config.backbone,
+        "opset": opset,
+        "inference": inference_settings(model).__dict__,
+        "graphs": {
+            "frontend.onnx": "input_values (batch, window) float32, attention_mask (batch, window) bool -> "
+            "features (batch, frames, mels), frame_mask (batch, frames)",
+            "model.onnx": "features, frame_mask -> logits (batch, classes), audio_embeds (batch, D)",
+        },
+        "versions": {"torch": torch.__version__, "onnx": onnx.__version__},
+    }
+    _write_info(out, info)
+    info["verification"] = {"random_windows": verify_random(model, out)}
+    _write_info(out, info)
+    return info
+
+
+def _write_info(out: Path, info: dict) -> None:
+    (out / "export.json").write_text(json.dumps(info, indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="spa-export", description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="a saved SPA model folder or a Hub id")
+    parser.add_argument("output", help="the export folder")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    parser.add_argument("--verify_dataset", help="an AudioSet-format dataset whose real clips check the export")
+    parser.add_argument("--verify_split", default="test")
+    parser.add_argument("--verify_clips", type=int, default=16)
+    args = parser.parse_args(argv)
+    if args.opset < 17:
+        parser.error("the front-end's FFT needs ONNX DFT: opset 17 or later")
+    info = export(args.model, args.output, args.opset)
+    if args.verify_dataset:
+        from . import SPAForAudioClassification
+
+        model = SPAForAudioClassification.from_pretrained(args.model).float().eval()
+        clips = verify_clips(model, Path(args.output), args.verify_dataset, args.verify_split, args.verify_clips)
+        info["verification"]["clips"] = clips
+        _write_info(Path(args.output), info)
+    print(json.dumps(info["verification"], indent=1))
+    print(f"Wrote {args.output}: frontend.onnx, model.onnx, labels.json, export.json, {TAGGER_NAME}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
