@@ -49,6 +49,7 @@ from modeling_spa.sampling import (
     class_counts,
     expected_class_frequency,
     label_indices,
+    unknown_label_counts,
 )
 from modeling_spa.splits import SplitSpec, resolve_splits, select, split_names
 from modeling_spa.streaming import (
@@ -111,6 +112,10 @@ class DataArguments:
     )
     validation_seed: int = field(default=0, metadata={"help": "seed of the hold-out's clip-id hash"})
     classes: str | None = field(default=None, metadata={"help": "JSON list of mids (default: the 527 labels)"})
+    unknown_labels: str = field(
+        default="error",
+        metadata={"help": "a clip label outside the model's classes: error (naming it), or ignore (left out, counted)"},
+    )
     max_length_s: float = 10.0
     num_workers: int | None = field(
         default=None, metadata={"help": "DataLoader workers per process (default: from the cores, at most 8)"}
@@ -199,6 +204,8 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, Aug
             "the downloaded split (without --streaming), or stream with uniform shuffling (without "
             "--balanced_sampling)."
         )
+    if data_args.unknown_labels not in ("error", "ignore"):
+        raise ValueError(f"--unknown_labels must be 'error' or 'ignore', got {data_args.unknown_labels!r}")
     if args.freeze_backbone_steps and args.freeze_backbone_epochs:
         raise ValueError("Give --freeze_backbone_steps or --freeze_backbone_epochs, not both.")
     return model_args, data_args, augmentation, args
@@ -278,7 +285,9 @@ def label_statistics(dataset, model, data_args: DataArguments) -> tuple[np.ndarr
     else:
         ids = dataset["video_id"] if "video_id" in dataset.column_names else None
         clip_labels = dataset["labels"]
-    labels = label_indices(clip_labels, model.config.label_mids, ids)
+    labels = label_indices(
+        clip_labels, model.config.label_mids, ids, ignore_unknown=data_args.unknown_labels == "ignore"
+    )
     num_classes = model.config.num_labels
     if not data_args.balanced_sampling:
         return None, class_counts(labels, num_classes) / max(len(labels), 1)
@@ -294,6 +303,7 @@ def collator_for(model, data_args: DataArguments, train: bool, seed: int) -> Aud
         train=train,
         seed=seed,
         min_samples=model.spa.frontend.min_samples,
+        ignore_unknown_labels=data_args.unknown_labels == "ignore",
     )
 
 
@@ -713,6 +723,9 @@ def run_training(accelerator: Accelerator, model_args, data_args, augmentation, 
         train_loader, eval_loaders = map_loaders(model, data_args, args, plan, options, new_classifier)
         stream = None
     accelerator.print(describe_plan(plan, data_args))
+    if data_args.unknown_labels == "ignore" and not data_args.streaming:  # a stream is not read twice to count them
+        ignored = unknown_label_counts(load_part(data_args, plan["train"])["labels"], model.config.label_mids)
+        accelerator.print(f"Labels outside the model's classes, left out (mid: training clips): {ignored}")
     distances = model.label_distances.cpu().numpy()
 
     backbone_lr = args.backbone_learning_rate if args.backbone_learning_rate is not None else args.learning_rate
