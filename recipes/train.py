@@ -169,7 +169,9 @@ class TrainArguments:
     logging_steps: int = 10
     keep_checkpoints: int = 2
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "a checkpoint dir or 'latest'"})
-    report_to: str = field(default="none", metadata={"help": "none, all, tensorboard, trackio, ..."})
+    report_to: str = field(
+        default="none", metadata={"help": "none, all, or trackers separated by commas: tensorboard,trackio, ..."}
+    )
     push_to_hub: bool = False
     hub_model_id: str | None = None
     hub_private: bool = False
@@ -640,6 +642,30 @@ def train_epoch(accelerator, model, optimizer, scheduler, loader, state: dict, a
     return means, skipped, skipped_steps
 
 
+# Epoch summary prefixes -> tracker namespaces. The epoch means of the training losses get their own namespace: the
+# step log's `train/<loss>` are running means within the epoch, and one tag must not mix the two at one step.
+TRACKER_NAMESPACES = (("eval_ema_", "eval_ema/"), ("eval_", "eval/"), ("train_", "train_epoch/"))
+
+
+def tracker_scalars(summary: dict, skip: tuple[str, ...] = ()) -> dict[str, float]:
+    """An epoch summary (a `history.json` entry) as the flat, numeric values trackers take: `eval_map` -> `eval/map`,
+    `eval_ema_omap` -> `eval_ema/omap`, `train_loss` -> `train_epoch/loss`, `seconds` -> `epoch/seconds`, nested
+    dicts flattened with "/" (`lr: {heads: ...}` -> `lr/heads`: TensorBoard would draw a dict as a group of runs and
+    trackio would store it as an object). `step` is the trackers' x axis, not a value (trackio renames a `step` key);
+    lists and other non-numbers are left out; so are the top-level keys in `skip`."""
+    flat = {}
+    for key, value in summary.items():
+        if key in skip or key == "step":
+            continue
+        name = next((new + key[len(old) :] for old, new in TRACKER_NAMESPACES if key.startswith(old)), key)
+        name = "epoch/seconds" if key == "seconds" else name
+        if isinstance(value, dict):
+            flat |= {f"{name}/{k}": v for k, v in tracker_scalars(value).items()}
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = value
+    return flat
+
+
 def learning_rates(optimizer, prefix: str = "") -> dict[str, float]:
     """The current learning rate of each parameter group, by the group's name."""
     return {f"{prefix}{group['name']}": group["lr"] for group in optimizer.param_groups}
@@ -667,7 +693,7 @@ def main(argv: list[str] | None = None) -> dict:
         # Compiled after DDP wrapping, in `prepare`; None leaves the choice to `accelerate launch --dynamo_backend`.
         dynamo_backend="inductor" if args.torch_compile else None,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        log_with=None if args.report_to == "none" else args.report_to,
+        log_with=None if args.report_to == "none" else args.report_to.split(","),
         project_dir=args.output_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
@@ -798,9 +824,10 @@ def run_training(accelerator: Accelerator, model_args, data_args, augmentation, 
             **{f"eval_{k}": v for k, v in last_eval["model"].items() if k != "omap_per_lambda"},
             **{f"eval_ema_{k}": last_eval["model_ema"][k] for k in ("map", "omap") if "model_ema" in last_eval},
         }
-        accelerator.log({k.replace("_", "/", 1): v for k, v in summary.items()} | learning_rates(optimizer, "lr/"),
-                        step=state["completed_steps"])  # fmt: skip
         summary["lr"] = learning_rates(optimizer)  # each parameter group's, at the epoch's last step
+        # The step log recorded the rates of this step already when it fell on a logging step: no duplicate point.
+        logged_rates = state["completed_steps"] % args.logging_steps == 0
+        accelerator.log(tracker_scalars(summary, skip=("lr",) if logged_rates else ()), step=state["completed_steps"])
         state["history"].append(summary | {"eval_omap_per_lambda": last_eval["model"]["omap_per_lambda"]})
         accelerator.print(json.dumps(summary))
         if skipped:
