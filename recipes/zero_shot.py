@@ -16,7 +16,8 @@
    `concat` labels were trained on) and its name ("Cat", as a user would type it). Saved per run in
    RUN/zero_shot_<split>/ (`modeling_spa.zero_shot.save_scores`), so every AP can be recomputed.
 4. Results: per held-out class, the AP of each text's cosines against the class's labels, per variant (mean ± sample
-   std over seeds), and chance (the class's positive rate); for context, the mean AP of the seen classes' texts.
+   std over seeds), and chance (the expected AP of a random ranking, `zero_shot.chance_ap`: above the positive rate
+   for few positives); for context, the mean AP of the seen classes' texts.
    OUTPUT_DIR/zero_shot_<split>.md and zero_shot_<split>.json.
 """
 
@@ -164,7 +165,7 @@ def summary(results: dict[str, list[dict]], held_out: list[str]) -> dict:
                 entry["ap"][variant] = stat([row["ap"] for row in per_seed]).to_dict()
             for group, wanted in (("held-out mean", True), ("seen mean", False)):
                 means = [float(np.nanmean([row["ap"] for row in run if row["held_out"] == wanted])) for run in rows]
-                chance = float(np.mean([row["chance"] for row in rows[0] if row["held_out"] == wanted]))
+                chance = float(np.nanmean([row["chance"] for row in rows[0] if row["held_out"] == wanted]))
                 blank = {"mid": group, "name": group, "text": "", "chance": chance, "positives": None}
                 entry = table.setdefault(f"{group}|{form}", {"form": form, "ap": {}} | blank)
                 entry["ap"][variant] = stat(means).to_dict()
@@ -172,7 +173,7 @@ def summary(results: dict[str, list[dict]], held_out: list[str]) -> dict:
 
 
 def markdown(table: dict, variants: list[str], seeds: int) -> str:
-    header = ["class (text)", "positives", "chance", *[f"AP {variant}" for variant in variants]]
+    header = ["class (text)", "positives", "chance AP", *[f"AP {variant}" for variant in variants]]
     lines = []
     for form in TEXT_FORMS:
         rows = []

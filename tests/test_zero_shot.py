@@ -16,7 +16,7 @@ from modeling_spa import SPAForAudioClassification, cli
 from modeling_spa.frontend import frontend_preset
 from modeling_spa.label_text import encode_label_descriptions, free_text_description
 from modeling_spa.windowing import window_settings
-from modeling_spa.zero_shot import average_precision, load_scores, save_scores, text_results
+from modeling_spa.zero_shot import average_precision, chance_ap, load_scores, save_scores, text_results
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 NAMES = ["Speech", "Dog", "Bark", "Guitar", "Drum"]
@@ -137,13 +137,28 @@ def test_zero_shot_ap_of_saved_scores_equals_sklearn(tmp_path):
     rows = text_results(loaded_scores, loaded_labels, text_classes)
     for i, (row, column) in enumerate(zip(rows, text_classes, strict=True)):
         assert row["ap"] == pytest.approx(average_precision_score(labels[:, column], scores[:, i]), abs=1e-12)
-        assert row["chance"] == pytest.approx(labels[:, column].mean())
+        assert row["chance"] == pytest.approx(chance_ap(int(labels[:, column].sum()), 60))
+        assert row["positive_rate"] == pytest.approx(labels[:, column].mean())
         assert row["positives"] == labels[:, column].sum()
     # A perfect ranking has AP 1; a class without positives is NaN, not an error.
     assert average_precision(np.array([[0.9], [0.1], [0.2]]), np.array([[1], [0], [0]]))[0] == 1.0
     with pytest.warns(UserWarning, match="1 of 2 classes have no positive clip"):
         ap = average_precision(np.array([[0.9, 0.2], [0.1, 0.3]]), np.array([[0, 1], [0, 0]]))
     assert np.isnan(ap[0]) and ap[1] == 0.5
+
+
+def test_chance_ap_is_the_mean_ap_over_every_ranking():
+    # Every ordering of 6 clips, 2 of them positive (720 rankings), scored by scikit-learn.
+    from itertools import permutations
+
+    labels = np.array([1, 1, 0, 0, 0, 0])
+    ranks = np.arange(6, 0, -1)
+    exact = np.mean([average_precision_score(labels[list(order)], ranks) for order in permutations(range(6))])
+    assert chance_ap(2, 6) == pytest.approx(exact, abs=1e-12)
+    # Few positives in a test split: well above the positive rate (the figure the report gives as chance).
+    assert chance_ap(7, 200) == pytest.approx(0.0587, abs=1e-4) and 7 / 200 == 0.035
+    assert chance_ap(200, 200) == pytest.approx(1.0) and chance_ap(1, 1) == 1.0
+    assert np.isnan(chance_ap(0, 10))
 
 
 def test_recipe_summarises_saved_runs_per_class_and_seed(tmp_path):
@@ -163,7 +178,7 @@ def test_recipe_summarises_saved_runs_per_class_and_seed(tmp_path):
             expected.setdefault(variant, []).append(average_precision_score(labels[:, 2], scores[:, 4]))
     table = zero_shot.summary(results, held_out)
     entry = table["/m/c|path"]
-    assert entry["chance"] == pytest.approx(labels[:, 2].mean()) and entry["text"] == "C"
+    assert entry["chance"] == pytest.approx(chance_ap(int(labels[:, 2].sum()), 40)) and entry["text"] == "C"
     for variant, values in expected.items():
         assert entry["ap"][variant]["values"] == pytest.approx(values)
         assert entry["ap"][variant]["std"] == pytest.approx(np.std(values, ddof=1))
