@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml requirements-peers.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev,demo,export]"
+	$(PY) -m pip install -q -e ".[dev,demo,export,trackers]"
 	# The peers' own code, for the backbone equivalence tests (DESIGN §8); hear21passt without its CUDA deps.
 	$(PY) -m pip install -q -r requirements-peers.txt
 	$(PY) -m pip install -q --no-deps hear21passt==0.0.26

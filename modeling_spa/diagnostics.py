@@ -131,16 +131,19 @@ def collapse_diagnostics(
 
 
 @torch.no_grad()
-def embed_split(model, dataset, batch_size: int = 16, num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def embed_split(
+    model, dataset, batch_size: int = 16, num_workers: int = 0, label_mids: list[str] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """E_a and the labels of every readable clip of an AudioSet-format split, whole clips as the model scores them
-    at inference (longer ones window by window). The model must be in eval mode."""
+    at inference (longer ones window by window). The model must be in eval mode. The labels are multi-hot over
+    `label_mids` (default: the model's classes; others, e.g. classes held out of training, for zero-shot scores)."""
     from torch.utils.data import DataLoader
 
     from .data import AudioSetCollator
 
     collator = AudioSetCollator(
         sampling_rate=model.config.frontend["sampling_rate"],
-        label_mids=model.config.label_mids,
+        label_mids=model.config.label_mids if label_mids is None else label_mids,
         max_length_s=0.0,  # pad to the longest clip of each batch; the front-end masks the padding
         min_samples=model.spa.frontend.min_samples,
     )

@@ -2,6 +2,9 @@
 
 The result is stored in the SPA model as a buffer; the encoder itself never becomes part of the model, the
 optimizer or the checkpoint (DESIGN.md section 4).
+
+New texts (zero-shot scoring, `SPAForAudioClassification.score_texts`) go through the same encoder and pooling, in
+the checkpoint's description style as far as a free text allows (`free_text_description`).
 """
 
 from __future__ import annotations
@@ -73,3 +76,35 @@ def encode_label_descriptions(
         )
         chunks.append(pooled.float().cpu())
     return torch.cat(chunks)
+
+
+def free_text_description(text: str, style: str, prompt_template: str) -> str:
+    """A free text as the label description a checkpoint of `style` was trained on.
+
+    - `prompt`: the text fills the template ("dog barking" -> "the sound of dog barking"), as a label name would;
+    - `direct` and `desc`: the text as given (it is the name, or the description);
+    - `concat`: a text written as an ontology path ("Animal > Domestic animals > Dog") is used as is; any other text
+      as given too: it has no path, and inventing one would put words in the user's mouth.
+    """
+    if style == "prompt":
+        if "{label}" not in prompt_template:
+            raise ValueError(f"prompt_template {prompt_template!r} must contain '{{label}}'.")
+        return prompt_template.format(label=text)
+    return text
+
+
+def encode_free_texts(texts: Sequence[str], config, text_encoder: str | None = None) -> torch.Tensor:
+    """Embed new label texts as an SPA checkpoint's labels were: its description style, recorded text encoder
+    (`text_encoder` overrides the id, e.g. a local copy of the same encoder), revision and pooling. (N, V) float32."""
+    if not texts:
+        raise ValueError("Give at least one text to score.")
+    descriptions = [free_text_description(t, config.description_style, config.prompt_template) for t in texts]
+    encoder = text_encoder or config.label_text_encoder
+    revision = config.label_text_encoder_revision if encoder == config.label_text_encoder else None
+    embeds = encode_label_descriptions(descriptions, encoder, revision, config.label_text_pooling)
+    if embeds.shape[1] != config.text_hidden_size:
+        raise ValueError(
+            f"The text encoder {encoder!r} gives {embeds.shape[1]}-dimensional embeddings, but this model's p_t takes "
+            f"{config.text_hidden_size}: use the encoder it was trained with ({config.label_text_encoder!r})."
+        )
+    return embeds

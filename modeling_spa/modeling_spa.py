@@ -27,6 +27,7 @@ from .configuration_spa import SPAConfig
 from .frontend import LogMelFrontend
 from .losses import (
     label_geometry_loss,
+    label_similarity,
     label_uniformity_loss,
     obce_loss,
     spa_alignment_loss,
@@ -280,16 +281,60 @@ class SPAForAudioClassification(SPAPreTrainedModel):
             if self.config.center_label_text:
                 self.label_text_mean.copy_(label_text_embeds.float().mean(dim=0))
 
+    def text_input(self, text_embeds: torch.Tensor) -> torch.Tensor:
+        """What p_t is applied to for text embeddings (N, V): with `config.center_label_text` minus the stored mean of
+        the *training* labels' T̂ (the centre p_t was trained around, also for new texts), in p_t's dtype."""
+        if self.config.center_label_text:
+            text_embeds = text_embeds - self.label_text_mean
+        return text_embeds.to(self.text_projection.weight.dtype)
+
     def label_text_input(self) -> torch.Tensor:
         """What p_t is applied to: T̂, minus the stored label mean with `config.center_label_text`. (C, V)."""
-        text = self.label_text_embeds
-        if self.config.center_label_text:
-            text = text - self.label_text_mean
-        return text.to(self.text_projection.weight.dtype)
+        return self.text_input(self.label_text_embeds)
+
+    def project_text(self, text_embeds: torch.Tensor) -> torch.Tensor:
+        """p_t of any text embeddings (N, V), centred as the labels are (`text_input`): (N, projection_dim)."""
+        return self.text_projection(self.text_input(text_embeds))
 
     def label_embeds(self) -> torch.Tensor:
         """E_t = p_t(T̂) for all C labels (T̂ centred with `config.center_label_text`): (C, projection_dim)."""
-        return self.text_projection(self.label_text_input())
+        return self.project_text(self.label_text_embeds)
+
+    @torch.no_grad()
+    def embed_texts(self, texts: Sequence[str], text_encoder: str | None = None) -> torch.Tensor:
+        """E_t = p_t(T(text)) of new label texts, embedded as the labels were (`label_text.encode_free_texts`: the
+        checkpoint's text encoder, pooling and description style; `text_encoder` overrides the encoder's id or
+        path). This runs the text encoder, which is no part of the model. (len(texts), projection_dim)."""
+        from .label_text import encode_free_texts
+
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        text = encode_free_texts(texts, self.config, text_encoder).to(self.label_text_embeds.device)
+        return self.project_text(text)
+
+    @torch.no_grad()
+    def score_texts(
+        self,
+        input_values: torch.Tensor,
+        texts: Sequence[str],
+        text_encoder: str | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Zero-shot scores of label texts the model may never have trained on: the cosine of each clip's E_a with
+        p_t(T(text)) of each text (`embed_texts`), (batch, len(texts)), in [-1, 1].
+
+        E_a lives in the space of p_t(text), which L_SPA aligns it to, so any text can be ranked against a clip.
+        Cosines are not probabilities: compare them between texts for one clip, or between clips for one text.
+        The clips are scored in eval mode (long clips window by window: E_a is the mean of the window embeddings
+        weighted by their real samples, as in `forward`). With `spa_alpha = 0`, p_t was never trained and the
+        scores carry no learned alignment (a baseline for them).
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            audio_embeds = self(input_values, attention_mask).audio_embeds
+        finally:
+            self.train(was_training)
+        return label_similarity(audio_embeds, self.embed_texts(texts, text_encoder))
 
     @can_return_tuple
     def forward(

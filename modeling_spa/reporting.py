@@ -1,4 +1,5 @@
-"""The SPA paper's result tables and its Fig. 3, from evaluation results (`eval_results.json` of recipes/train.py).
+"""The SPA paper's result tables and its Fig. 3, from evaluation results (`eval_results.json` of recipes/train.py),
+and the training curves of runs, from their `history.json`.
 
 Used by recipes/demo.py (one seed, a mini Table 1), recipes/reproduce.py (several seeds, Tables 1 and 2) and
 recipes/spa_study.py (variants over seeds, paired tests, the collapse diagnostics per epoch). A cell over several
@@ -175,7 +176,52 @@ def plot_collapse_diagnostics(
     return Path(path)
 
 
+# The curves people look at, per epoch, from `history.json` (recipes/train.py): panel title -> (key, line style) pairs.
+CURVE_PANELS = {
+    "training losses (epoch means)": (("train_loss", "-"), ("train_spa_loss", "--")),
+    "validation mAP / OmAP": (("eval_map", "-"), ("eval_omap", "--")),
+    "label space: E_t mean cos / Spearman to ontology": (("eval_label_cos_mean", "-"),
+                                                          ("eval_label_ontology_spearman", "--")),
+    "audio-label alignment: AUC / cos margin": (("eval_audio_label_auc", "-"), ("eval_audio_cos_margin", "--")),
+}  # fmt: skip
+
+
+def plot_training_curves(histories: dict[str, Sequence[dict]], path: str | Path, title: str = "") -> Path:
+    """The per-epoch curves of one or more runs (name -> its `history.json` entries): losses, mAP and OmAP, and the
+    label-space diagnostics (`modeling_spa.diagnostics`), one panel each (`CURVE_PANELS`), one colour per run, one
+    line style per quantity. A quantity a run did not record (L_SPA of a baseline) is left out. PNG at `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.4), layout="constrained")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (panel, curves) in zip(axes.flat, CURVE_PANELS.items(), strict=True):
+        for (name, history), colour in zip(histories.items(), colours, strict=False):
+            for key, style in curves:
+                points = [(entry["epoch"], entry[key]) for entry in history if entry.get(key) is not None]
+                if points:
+                    ax.plot(*zip(*points, strict=True), style, color=colour, marker=".", label=f"{name}: {key}")
+        ax.set_title(panel, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        styles = [plt.Line2D([], [], color="black", linestyle=style, label=key) for key, style in curves]
+        ax.legend(handles=styles, fontsize=8, loc="best")
+    runs = [
+        plt.Line2D([], [], color=colour, linewidth=3, label=name)
+        for name, colour in zip(histories, colours, strict=False)
+    ]
+    fig.legend(handles=runs, loc="outside lower center", ncol=len(runs), frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)
+
+
 __all__ = [
+    "CURVE_PANELS",
     "Stat",
     "diagnostic_curves",
     "format_stat",
@@ -185,5 +231,6 @@ __all__ = [
     "paired_test",
     "plot_collapse_diagnostics",
     "plot_omap_lambda_difference",
+    "plot_training_curves",
     "stat",
 ]

@@ -25,18 +25,32 @@ PASST_SCALE = 1000.0
 
 
 def label_indices(
-    clip_labels: Sequence[Sequence[str]], label_mids: Sequence[str], clip_ids: Sequence[str] | None = None
+    clip_labels: Sequence[Sequence[str]],
+    label_mids: Sequence[str],
+    clip_ids: Sequence[str] | None = None,
+    ignore_unknown: bool = False,
 ) -> list[np.ndarray]:
     """Each clip's labels as class indices in the model's order; an unknown mid is an error naming it and the clip
-    (by its id, else its position)."""
+    (by its id, else its position), or with `ignore_unknown` left out (as the data collator leaves it out)."""
     index = {mid: i for i, mid in enumerate(label_mids)}
     out = []
     for n, mids in enumerate(clip_labels):
-        if unknown := [mid for mid in mids if mid not in index]:
+        if (unknown := [mid for mid in mids if mid not in index]) and not ignore_unknown:
             clip = clip_ids[n] if clip_ids is not None else f"#{n}"
             raise ValueError(f"clip {clip}: labels {unknown} are not among the model's {len(index)} classes.")
-        out.append(np.fromiter((index[mid] for mid in mids), dtype=np.int64, count=len(mids)))
+        known = [index[mid] for mid in mids if mid in index]
+        out.append(np.asarray(known, dtype=np.int64))
     return out
+
+
+def unknown_label_counts(clip_labels: Sequence[Sequence[str]], label_mids: Sequence[str]) -> dict[str, int]:
+    """How many clips carry each mid that is not one of `label_mids` (what `ignore_unknown` leaves out)."""
+    known = set(label_mids)
+    counts: dict[str, int] = {}
+    for mids in clip_labels:
+        for mid in set(mids) - known:
+            counts[mid] = counts.get(mid, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def class_counts(labels: Sequence[np.ndarray], num_classes: int) -> np.ndarray:

@@ -115,6 +115,13 @@ def aggregate_logits(logits: torch.Tensor, weights: Sequence[float] | torch.Tens
     return torch.logit(mean, eps=PROBABILITY_EPS).to(logits.dtype)
 
 
+def aggregate_embeds(embeds: torch.Tensor, weights: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """One clip's audio embedding (D,) from its windows' (windows, D): their mean weighted by `weights` (the real
+    samples of each window), in float64, whatever the scores' aggregation (an embedding has no "max")."""
+    weights = torch.as_tensor(weights, dtype=torch.float64, device=embeds.device)
+    return embeds.double().mul(weights[:, None]).sum(dim=0).div(weights.sum()).to(embeds.dtype)
+
+
 def _window_spans(
     input_values: torch.Tensor, attention_mask: torch.Tensor | None, settings: WindowSettings
 ) -> tuple[list[int], list[tuple[int, int]]]:
@@ -163,7 +170,7 @@ def forward_in_windows(
         # Every window of a row holds min(n, length) real samples: those of a longer clip are all full-length.
         weights = torch.full((int(mine.sum()),), float(min(n, length)), dtype=torch.float64, device=logits.device)
         clip_logits.append(aggregate_logits(logits[mine], weights, settings.aggregation))
-        clip_embeds.append(embeds[mine].double().mul(weights[:, None]).sum(dim=0).div(weights.sum()).to(embeds.dtype))
+        clip_embeds.append(aggregate_embeds(embeds[mine], weights))
     return torch.stack(clip_logits), torch.stack(clip_embeds)
 
 
@@ -234,6 +241,7 @@ def _mono_pieces(blocks: Iterable[np.ndarray], resampler: soxr.ResampleStream | 
 __all__ = [
     "AGGREGATIONS",
     "WindowSettings",
+    "aggregate_embeds",
     "aggregate_logits",
     "forward_in_windows",
     "frontend_span",

@@ -49,6 +49,7 @@ from modeling_spa.sampling import (
     class_counts,
     expected_class_frequency,
     label_indices,
+    unknown_label_counts,
 )
 from modeling_spa.splits import SplitSpec, resolve_splits, select, split_names
 from modeling_spa.streaming import (
@@ -113,6 +114,10 @@ class DataArguments:
     )
     validation_seed: int = field(default=0, metadata={"help": "seed of the hold-out's clip-id hash"})
     classes: str | None = field(default=None, metadata={"help": "JSON list of mids (default: the 527 labels)"})
+    unknown_labels: str = field(
+        default="error",
+        metadata={"help": "a clip label outside the model's classes: error (naming it), or ignore (left out, counted)"},
+    )
     max_length_s: float = 10.0
     num_workers: int | None = field(
         default=None, metadata={"help": "DataLoader workers per process (default: from the cores, at most 8)"}
@@ -166,7 +171,9 @@ class TrainArguments:
     logging_steps: int = 10
     keep_checkpoints: int = 2
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "a checkpoint dir or 'latest'"})
-    report_to: str = field(default="none", metadata={"help": "none, all, tensorboard, trackio, ..."})
+    report_to: str = field(
+        default="none", metadata={"help": "none, all, or trackers separated by commas: tensorboard,trackio, ..."}
+    )
     push_to_hub: bool = False
     hub_model_id: str | None = None
     hub_private: bool = False
@@ -201,6 +208,8 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, Aug
             "the downloaded split (without --streaming), or stream with uniform shuffling (without "
             "--balanced_sampling)."
         )
+    if data_args.unknown_labels not in ("error", "ignore"):
+        raise ValueError(f"--unknown_labels must be 'error' or 'ignore', got {data_args.unknown_labels!r}")
     if args.freeze_backbone_steps and args.freeze_backbone_epochs:
         raise ValueError("Give --freeze_backbone_steps or --freeze_backbone_epochs, not both.")
     return model_args, data_args, augmentation, args
@@ -280,7 +289,9 @@ def label_statistics(dataset, model, data_args: DataArguments) -> tuple[np.ndarr
     else:
         ids = dataset["video_id"] if "video_id" in dataset.column_names else None
         clip_labels = dataset["labels"]
-    labels = label_indices(clip_labels, model.config.label_mids, ids)
+    labels = label_indices(
+        clip_labels, model.config.label_mids, ids, ignore_unknown=data_args.unknown_labels == "ignore"
+    )
     num_classes = model.config.num_labels
     if not data_args.balanced_sampling:
         return None, class_counts(labels, num_classes) / max(len(labels), 1)
@@ -296,6 +307,7 @@ def collator_for(model, data_args: DataArguments, train: bool, seed: int) -> Aud
         train=train,
         seed=seed,
         min_samples=model.spa.frontend.min_samples,
+        ignore_unknown_labels=data_args.unknown_labels == "ignore",
     )
 
 
@@ -632,6 +644,30 @@ def train_epoch(accelerator, model, optimizer, scheduler, loader, state: dict, a
     return means, skipped, skipped_steps
 
 
+# Epoch summary prefixes -> tracker namespaces. The epoch means of the training losses get their own namespace: the
+# step log's `train/<loss>` are running means within the epoch, and one tag must not mix the two at one step.
+TRACKER_NAMESPACES = (("eval_ema_", "eval_ema/"), ("eval_", "eval/"), ("train_", "train_epoch/"))
+
+
+def tracker_scalars(summary: dict, skip: tuple[str, ...] = ()) -> dict[str, float]:
+    """An epoch summary (a `history.json` entry) as the flat, numeric values trackers take: `eval_map` -> `eval/map`,
+    `eval_ema_omap` -> `eval_ema/omap`, `train_loss` -> `train_epoch/loss`, `seconds` -> `epoch/seconds`, nested
+    dicts flattened with "/" (`lr: {heads: ...}` -> `lr/heads`: TensorBoard would draw a dict as a group of runs and
+    trackio would store it as an object). `step` is the trackers' x axis, not a value (trackio renames a `step` key);
+    lists and other non-numbers are left out; so are the top-level keys in `skip`."""
+    flat = {}
+    for key, value in summary.items():
+        if key in skip or key == "step":
+            continue
+        name = next((new + key[len(old) :] for old, new in TRACKER_NAMESPACES if key.startswith(old)), key)
+        name = "epoch/seconds" if key == "seconds" else name
+        if isinstance(value, dict):
+            flat |= {f"{name}/{k}": v for k, v in tracker_scalars(value).items()}
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = value
+    return flat
+
+
 def learning_rates(optimizer, prefix: str = "") -> dict[str, float]:
     """The current learning rate of each parameter group, by the group's name."""
     return {f"{prefix}{group['name']}": group["lr"] for group in optimizer.param_groups}
@@ -659,7 +695,7 @@ def main(argv: list[str] | None = None) -> dict:
         # Compiled after DDP wrapping, in `prepare`; None leaves the choice to `accelerate launch --dynamo_backend`.
         dynamo_backend="inductor" if args.torch_compile else None,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        log_with=None if args.report_to == "none" else args.report_to,
+        log_with=None if args.report_to == "none" else args.report_to.split(","),
         project_dir=args.output_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
@@ -715,6 +751,9 @@ def run_training(accelerator: Accelerator, model_args, data_args, augmentation, 
         train_loader, eval_loaders = map_loaders(model, data_args, args, plan, options, new_classifier)
         stream = None
     accelerator.print(describe_plan(plan, data_args))
+    if data_args.unknown_labels == "ignore" and not data_args.streaming:  # a stream is not read twice to count them
+        ignored = unknown_label_counts(load_part(data_args, plan["train"])["labels"], model.config.label_mids)
+        accelerator.print(f"Labels outside the model's classes, left out (mid: training clips): {ignored}")
     distances = model.label_distances.cpu().numpy()
 
     backbone_lr = args.backbone_learning_rate if args.backbone_learning_rate is not None else args.learning_rate
@@ -787,9 +826,10 @@ def run_training(accelerator: Accelerator, model_args, data_args, augmentation, 
             **{f"eval_{k}": v for k, v in last_eval["model"].items() if k != "omap_per_lambda"},
             **{f"eval_ema_{k}": last_eval["model_ema"][k] for k in ("map", "omap") if "model_ema" in last_eval},
         }
-        accelerator.log({k.replace("_", "/", 1): v for k, v in summary.items()} | learning_rates(optimizer, "lr/"),
-                        step=state["completed_steps"])  # fmt: skip
         summary["lr"] = learning_rates(optimizer)  # each parameter group's, at the epoch's last step
+        # The step log recorded the rates of this step already when it fell on a logging step: no duplicate point.
+        logged_rates = state["completed_steps"] % args.logging_steps == 0
+        accelerator.log(tracker_scalars(summary, skip=("lr",) if logged_rates else ()), step=state["completed_steps"])
         state["history"].append(summary | {"eval_omap_per_lambda": last_eval["model"]["omap_per_lambda"]})
         accelerator.print(json.dumps(summary))
         if skipped:

@@ -12,6 +12,7 @@ from modeling_spa.sampling import (
     class_counts,
     expected_class_frequency,
     label_indices,
+    unknown_label_counts,
 )
 
 
@@ -40,6 +41,18 @@ def test_weights_are_passts(ontology):
         label_indices([[mids[0]], ["/m/nope"]], mids)
     with pytest.raises(ValueError, match=r"clip yt-2: labels \['/m/nope'\] are not among the model's 3 classes"):
         label_indices([[mids[0]], ["/m/nope"]], mids, ["yt-1", "yt-2"])
+
+
+def test_unknown_labels_can_be_left_out_and_counted(ontology):
+    # Held-out classes (zero-shot): their mids are dropped from each clip, the clip and its other labels stay.
+    mids, odd = ontology.label_mids[:3], ["/m/nope", "/m/other"]
+    clips = [[mids[2], odd[0]], [odd[0], odd[0], odd[1]], [mids[0]]]
+    labels = label_indices(clips, mids, ignore_unknown=True)
+    assert [clip.tolist() for clip in labels] == [[2], [], [0]]
+    assert all(clip.dtype == np.int64 for clip in labels)
+    # A clip counts once per mid, however often the mid is repeated in it.
+    assert unknown_label_counts(clips, mids) == {"/m/nope": 2, "/m/other": 1}
+    assert unknown_label_counts([[mids[0]]], mids) == {}
 
 
 def test_sampled_class_frequencies_match_the_expected_ones(imbalanced):

@@ -123,9 +123,10 @@ def train_command(dataset_dir: Path, output_dir: Path, *extra: str) -> list[str]
     ]  # fmt: skip
 
 
-def run(command, cwd, timeout=300) -> subprocess.CompletedProcess:
-    """Run a command in its own process group; on timeout, kill the whole group (launcher and ranks) and fail."""
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+def run(command, cwd, timeout=300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a command in its own process group; on timeout, kill the whole group (launcher and ranks) and fail.
+    `env`: variables to add to (or replace in) this process's environment."""
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"} | (env or {})
     proc = subprocess.Popen(
         command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
