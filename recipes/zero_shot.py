@@ -8,8 +8,9 @@
 2. Training, for each variant and seed, with `recipes/train.py CONFIG` (default recipes/configs/demo.yaml) on those
    classes with `--unknown_labels ignore`: the held-out labels are left out of every clip's labels, so the clips
    stay (their other labels too) and the held-out sounds are heard unlabelled, as a class missing from a
-   vocabulary would be. Variants: `paper` (Eq. 4), `contrastive` (`--spa_objective contrastive`), `wo_spa` (the
-   baseline, α = 0: its p_t is never trained, the fair baseline for text scores). A finished run is not redone.
+   vocabulary would be. Variants: `paper` (Eq. 4 alone), `contrastive` (`--spa_objective contrastive` alone),
+   `wo_spa` (the baseline, α = 0: its p_t is never trained, the fair baseline for text scores). A finished run is not
+   redone.
 3. Scoring, on `--split` (default test; in the real-recording build its clips mix recordings of the test pool only,
    never heard in training): E_a of every clip, and the cosine with p_t(T(text)) (`embed_texts`, as `score_texts`)
    of two texts per class, seen or held out: its ontology path ("Animal > Domestic animals > Cat", the form the
@@ -48,7 +49,10 @@ TRAIN = REPO / "recipes" / "train.py"
 # parent Cymbal is seen), Violin (bowed strings: none seen, other instruments are), Clapping (Human sounds seen,
 # not Hands), Door (its top-level category, Sounds of things, has no seen class).
 DEFAULT_HELD_OUT = ("/m/01yrx", "/m/03qtq", "/m/07y_7", "/m/0l15bq", "/m/02dgv")
-VARIANTS = {"contrastive": ("--spa_objective", "contrastive"), "paper": (), "wo_spa": ("--baseline", "wo_spa")}
+# Each SPA variant alone, whatever the config's objective (demo.yaml adds the geometry term, the study's choice).
+ALONE = ("--spa_geometry_weight", "0", "--spa_uniformity_weight", "0")
+VARIANTS = {"contrastive": ("--spa_objective", "contrastive", *ALONE), "paper": ("--spa_objective", "paper", *ALONE),
+            "wo_spa": ("--baseline", "wo_spa")}  # fmt: skip
 TEXT_FORMS = ("path", "name")
 
 
