@@ -48,7 +48,7 @@ real-sounds: $(STAMP)
 spa-study: real-sounds
 	$(DEMO_ENV) $(PY) recipes/build_demo_dataset.py --output outputs/synthetic/data --duration 2
 	$(DEMO_ENV) $(PY) recipes/spa_study.py --task real --jobs 2 --variants wo_spa paper contrastive frozen geometry contrastive_centred
-	$(DEMO_ENV) $(PY) recipes/spa_study.py --task synthetic --jobs 2 --variants wo_spa paper contrastive frozen
+	$(DEMO_ENV) $(PY) recipes/spa_study.py --task synthetic --jobs 2 --variants wo_spa paper contrastive frozen geometry
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
