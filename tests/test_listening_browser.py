@@ -44,8 +44,14 @@ def text(driver, element_id: str) -> str:
 
 
 def answer_current(driver, by_item: dict) -> str:
-    """Answer the item on screen with the keyboard (Y/N, then 1-5) and return its id."""
+    """Answer the item on screen with the keyboard (Y/N, then 1-5) and return its id, once its clip has loaded (a
+    rater hears it first; answering sooner races the clip's request against the next item's)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
     item = driver.execute_script("return document.getElementById('item').dataset.itemId")
+    WebDriverWait(driver, 10).until(
+        lambda d: d.execute_script("return document.getElementById('player').readyState") >= 1
+    )
     present, confidence = by_item[item]
     keys(driver, "y" if present else "n", str(confidence))
     return item

