@@ -3,13 +3,16 @@
 1. uses the real-recording mixtures of `make real-sounds` (outputs/real_sounds/mixtures: 31 AudioSet classes, 2-s
    clips; the test split holds only recordings never heard in training); where they cannot be had, it says so and
    falls back to the synthetic set of recipes/build_demo_dataset.py;
-2. trains, with the same seed and recipes/configs/demo.yaml (the small CNN from scratch, α = 0.3), the baseline
-   (α = 0, (BCE + OBCE)/2), the paper's Eq. 4 and the SPA variant chosen by recipes/spa_study.py on the validation
-   split (recipes/results/spa_study.json), two runs at a time, through `accelerate launch recipes/train.py`;
-3. prints Table 1, this seed beside the study's mean ± std over its seeds, and writes the OmAP_λ difference plot
-   (paper Fig. 3) and the collapse diagnostics per epoch (E_t mean cosine, cosine margin);
-4. reloads the SPA checkpoint with `AutoModel` and tags whole test recordings (the `sources` build's test pool),
-   printing their true labels beside the top 5, and the `spa-tag` command for their files.
+2. trains, with recipes/configs/demo.yaml (the small CNN from scratch, α = 0.3) and the same seeds (0, 1, 2 by
+   default), the baseline (α = 0, (BCE + OBCE)/2), the paper's Eq. 4 and the SPA variant chosen by
+   recipes/spa_study.py on the validation split (recipes/results/spa_study.json, the library's default objective),
+   two runs at a time, through `accelerate launch recipes/train.py`;
+3. prints Table 1, mean ± std over the demo's seeds with the paired difference to the baseline, beside the study's
+   figures over its 5 seeds, and writes the OmAP_λ difference plot (paper Fig. 3) and the collapse diagnostics per
+   epoch (E_t mean cosine, cosine margin);
+4. reloads the SPA checkpoint (seed 0) with `AutoModel` and tags whole test recordings (the `sources` build's test
+   pool), printing their true labels beside the top 5, how often a true label is in the top 1 and top 3 over every
+   test recording of a trained class (SPA and baseline), and the `spa-tag` command for their files.
 
 Outputs go to outputs/demo/. The numbers are reported as they come, whichever way they go.
 """
@@ -21,6 +24,7 @@ import importlib.util
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -33,6 +37,7 @@ from modeling_spa.reporting import (
     markdown_table,
     omap_lambda_differences,
     paired_difference,
+    paired_test,
     plot_collapse_diagnostics,
     plot_omap_lambda_difference,
     stat,
@@ -90,7 +95,8 @@ def synthetic_data(out: Path, args) -> Path:
 
 
 def demo_runs(study, chosen: str) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """Table 1's rows: name -> (folder, train.py flags); the chosen variant's folder is `spa`, the tagging model."""
+    """Table 1's rows: name -> (folder, train.py flags); the chosen variant's folder is `spa`, the tagging model's.
+    Each trains once per seed, in <folder>/seed_<seed>."""
     runs = {study.BASELINE: ("baseline", study.VARIANTS[study.BASELINE][1])}
     runs[study.PAPER] = ("spa" if chosen == study.PAPER else "paper", study.VARIANTS[study.PAPER][1])
     runs[chosen] = ("spa", study.VARIANTS[chosen][1])
@@ -103,22 +109,46 @@ def train_command(data: Path, flags: tuple[str, ...], run_dir: Path) -> list[str
             "--output_dir", str(run_dir)]  # fmt: skip
 
 
-def train_all(out: Path, data: Path, runs: dict, jobs: int) -> dict[str, dict]:
-    """Train the runs not yet finished, `jobs` at a time; each run's test results and epoch history."""
+def finished_with(run_dir: Path, command: list[str]) -> bool:
+    """Whether `run_dir` holds a finished run of exactly this command (its record, demo_command.json); a run of
+    another command (an older config, the other dataset) is removed, so that its results are never shown as this
+    one's."""
+    record = run_dir / "demo_command.json"
+    settings = {"command": command[1:], "config": CONFIG.read_text()}  # the interpreter's path does not matter
+    if record.is_file() and json.loads(record.read_text()) == settings and (run_dir / "history.json").is_file():
+        return True
+    if run_dir.exists():
+        print(f"  {run_dir.relative_to(REPO)} holds another or an unfinished run: training it again", flush=True)
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    record.write_text(json.dumps(settings, indent=1))
+    return False
+
+
+def train_all(out: Path, data: Path, runs: dict, seeds: list[int], jobs: int) -> dict[str, dict]:
+    """Train the runs not yet finished, `jobs` at a time; per model, its runs' test results and epoch histories in
+    seed order."""
     pending = []
-    for name, (folder, flags) in runs.items():
-        if not (out / folder / "history.json").is_file():
-            pending.append((train_command(data, flags, out / folder), out / f"train_{folder}.log"))
-            print(f"  {name}: training in {(out / folder).relative_to(REPO)}", flush=True)
+    for seed in seeds:  # seed by seed: a demo cut short has whole seeds
+        for name, (folder, flags) in runs.items():
+            run_dir = out / folder / f"seed_{seed}"
+            command = train_command(data, (*flags, "--seed", str(seed)), run_dir)
+            if not finished_with(run_dir, command):
+                pending.append((command, run_dir.parent / f"train_seed_{seed}.log"))
+                print(f"  {name}, seed {seed}: training in {run_dir.relative_to(REPO)}", flush=True)
     # One OpenMP pool per core: two trainers with a pool over both cores each would oversubscribe them.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for done in [pool.submit(run, command, log) for command, log in pending]:
             done.result()
+
+    def read(folder: str, name: str) -> list:
+        return [json.loads((out / folder / f"seed_{seed}" / name).read_text()) for seed in seeds]
+
     return {
         name: {
-            "test": json.loads((out / folder / "model" / "eval_results.json").read_text())["test"],
-            "history": json.loads((out / folder / "history.json").read_text()),
+            "test": [r["test"] for r in read(folder, "model/eval_results.json")],
+            "history": read(folder, "history.json"),
         }
         for name, (folder, _) in runs.items()
     }
@@ -145,30 +175,38 @@ def study_cells(study_task: dict | None, name: str, chosen: str) -> list[str]:
     return ["", ""] if variant is None else [format_stat(stat(variant["test"][k]["values"])) for k in ("map", "omap")]
 
 
+def _difference_cell(minuend: list[float], subtrahend: list[float]) -> str:
+    """The paired difference over seeds, with the paired t-test's p where there are several."""
+    test = paired_test(minuend, subtrahend) if len(minuend) > 1 else None
+    cell = format_stat(paired_difference(minuend, subtrahend), signed=True)
+    return cell if test is None else f"{cell} (p {_p(test['t_p'])})"
+
+
 def table(results: dict[str, dict], labels: dict[str, str], chosen: str, study_task: dict | None, data: str) -> str:
-    """This run's test mAP and OmAP per model (one seed) beside the study's mean ± std over its seeds."""
+    """The demo's test mAP and OmAP per model, mean ± std over its seeds, beside the study's over its seeds."""
     baseline = next(iter(results))
-    rows = []
-    for name, result in results.items():
-        rows.append([labels[name], *(format_stat(stat([result["test"][k]])) for k in ("map", "omap")),
-                     *study_cells(study_task, name, chosen)])  # fmt: skip
-    difference = [paired_difference([results[chosen]["test"][k]], [results[baseline]["test"][k]])
-                  for k in ("map", "omap")]  # fmt: skip
-    rows.append([f"{labels[chosen]} − baseline", *(format_stat(d, signed=True) for d in difference),
+    values = {
+        name: {k: [test[k] for test in result["test"]] for k in ("map", "omap")} for name, result in results.items()
+    }
+    rows = [[labels[name], *(format_stat(stat(values[name][k])) for k in ("map", "omap")),
+             *study_cells(study_task, name, chosen)] for name in results]  # fmt: skip
+    rows.append([f"{labels[chosen]} − baseline",
+                 *(_difference_cell(values[chosen][k], values[baseline][k]) for k in ("map", "omap")),
                  *study_cells(study_task, "difference", chosen)])  # fmt: skip
-    seeds = len(study_task["seeds"]) if study_task else 0
-    header = [f"model (demo CNN, {data} test split)", "mAP, this run", "OmAP, this run",
-              f"mAP, study ({seeds} seeds)", f"OmAP, study ({seeds} seeds)"]  # fmt: skip
+    seeds = len(next(iter(results.values()))["test"])
+    studied = len(study_task["seeds"]) if study_task else 0
+    header = [f"model (demo CNN, {data} test split)", f"mAP, demo ({seeds} seeds)", f"OmAP, demo ({seeds} seeds)",
+              f"mAP, study ({studied} seeds)", f"OmAP, study ({studied} seeds)"]  # fmt: skip
     return markdown_table(header, rows)
 
 
 def plots(out: Path, results: dict[str, dict], labels: dict[str, str], chosen: str) -> None:
     baseline = next(iter(results))
-    diff = omap_lambda_differences([results[chosen]["test"]["omap_per_lambda"]],
-                                   [results[baseline]["test"]["omap_per_lambda"]])  # fmt: skip
+    diff = omap_lambda_differences([test["omap_per_lambda"] for test in results[chosen]["test"]],
+                                   [test["omap_per_lambda"] for test in results[baseline]["test"]])  # fmt: skip
     plot_omap_lambda_difference(diff, out / "omap_lambda_difference.png",
                                 ylabel=f"OmAP_λ({chosen}) − OmAP_λ(baseline)")  # fmt: skip
-    curves = {labels[name]: diagnostic_curves([result["history"]]) for name, result in results.items()}
+    curves = {labels[name]: diagnostic_curves(result["history"]) for name, result in results.items()}
     plot_collapse_diagnostics(curves, out / "diagnostics.png")
     print(f"\nOmAP_λ difference plot: {(out / 'omap_lambda_difference.png').relative_to(REPO)}")
     print(f"Collapse diagnostics per epoch: {(out / 'diagnostics.png').relative_to(REPO)}")
@@ -199,16 +237,43 @@ def extracted_file(source: str) -> Path | None:
     return found if found.is_file() else None
 
 
-def tag_recordings(model_dir: Path, split_files: str, count: int, what: str) -> None:
-    """Tag whole test recordings as spa-tag does (the model's windows and aggregation), true labels beside the top 5."""
-    import datasets
+def load_tagger(model_dir: Path):
     from transformers import AutoFeatureExtractor, AutoModel
 
     import modeling_spa  # noqa: F401  (registers SPA with the Auto classes)
+
+    return AutoModel.from_pretrained(model_dir).eval(), AutoFeatureExtractor.from_pretrained(model_dir)
+
+
+def top_k_hits(model_dirs: dict[str, Path], rows, ks: tuple[int, ...] = (1, 3)) -> str:
+    """Per model, over every recording with a trained class: how often a true label is among the top k."""
     from modeling_spa.cli import file_scores
 
-    model = AutoModel.from_pretrained(model_dir).eval()
-    extractor = AutoFeatureExtractor.from_pretrained(model_dir)
+    lines = []
+    for name, model_dir in model_dirs.items():
+        model, extractor = load_tagger(model_dir)
+        known = set(model.config.label_mids)
+        hits, total = dict.fromkeys(ks, 0), 0
+        for row in rows:
+            if not known & set(row["labels"]):
+                continue
+            order = file_scores(io.BytesIO(row["audio"]["bytes"]), model, extractor).argsort()[::-1]
+            total += 1
+            for k in ks:
+                hits[k] += any(model.config.label_mids[i] in row["labels"] for i in order[:k])
+        chance = {k: k / len(known) for k in ks}  # one true label among C classes, at least
+        lines.append(f"  {name}: " + ", ".join(f"top {k} {hits[k]}/{total} ({hits[k] / total:.0%}; a random ranking "
+                                               f"≥ {chance[k]:.0%})" for k in ks))  # fmt: skip
+    return "\n".join(lines)
+
+
+def tag_recordings(model_dir: Path, baseline_dir: Path, split_files: str, count: int, what: str) -> None:
+    """Tag whole test recordings as spa-tag does (the model's windows and aggregation), true labels beside the top 5."""
+    import datasets
+
+    from modeling_spa.cli import file_scores
+
+    model, extractor = load_tagger(model_dir)
     names = dict(zip(model.config.label_mids, model.config.label_names, strict=True))
     rows = datasets.load_dataset("parquet", data_files=split_files, split="train")
     print(f"\nAutoModel.from_pretrained({model_dir.relative_to(REPO)}) tags {count} {what}, each whole, in the model's "
@@ -226,6 +291,8 @@ def tag_recordings(model_dir: Path, split_files: str, count: int, what: str) -> 
         if (path := extracted_file(row.get("source", ""))) is not None:
             commands.append(str(path))
     print("\n  (* = a true label)")
+    print(f"\nOver all {what} with a trained class, a true label among the top k (seed 0's models):")
+    print(top_k_hits({"SPA": model_dir, "baseline": baseline_dir}, rows))
     if commands:
         files = " ".join(f"'{c}'" for c in commands[:3])
         print(f"\nThe same with spa-tag on the recordings' files:\n  spa-tag {files} --model {model_dir} --top-k 3")
@@ -240,6 +307,7 @@ def main() -> None:
     parser.add_argument("--real-sounds", default=str(REPO / "outputs" / "real_sounds"),
                         help="the output folder of `make real-sounds` (sources/ and mixtures/)")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=2, help="trainings at a time")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per model: 0, 1, ...")
     parser.add_argument("--num-train", type=int, default=1200, help="synthetic fallback: train clips")
     parser.add_argument("--num-eval", type=int, default=300, help="synthetic fallback: validation and test clips")
     parser.add_argument("--seconds", type=float, default=2.0, help="synthetic fallback: clip length")
@@ -265,8 +333,9 @@ def main() -> None:
 
     runs = demo_runs(study, chosen)
     labels = {name: study.VARIANTS[name][0] for name in runs}
-    print(f"[2/4] training {', '.join(labels.values())} (seed 0, {args.jobs} at a time)")
-    results = train_all(out, data, runs, args.jobs)
+    seeds = list(range(args.seeds))
+    print(f"[2/4] training {', '.join(labels.values())} (seeds {seeds}, {args.jobs} at a time)")
+    results = train_all(out, data, runs, seeds, args.jobs)
 
     print("\n[3/4] Table 1 (test split)\n")
     rendered = table(results, labels, chosen, study_results.get(task), described)
@@ -275,13 +344,14 @@ def main() -> None:
     plots(out, results, labels, chosen)
 
     print("\n[4/4] tagging")
+    model_dir, baseline_dir = out / "spa" / "seed_0" / "model", out / "baseline" / "seed_0" / "model"
     if task == "real":
         sources = str(data.parent / "sources" / "data" / "test-*.parquet")
         tag_recordings(
-            out / "spa" / "model", sources, TAGGED_RECORDINGS, "real test recordings (never heard in training)"
+            model_dir, baseline_dir, sources, TAGGED_RECORDINGS, "real test recordings (never heard in training)"
         )
     else:
-        tag_recordings(out / "spa" / "model", str(data / "data" / "test-*.parquet"), 3, "synthetic test clips")
+        tag_recordings(model_dir, baseline_dir, str(data / "data" / "test-*.parquet"), 3, "synthetic test clips")
     print(f"\nDemo finished in {time.perf_counter() - started:.0f} s.")
 
 

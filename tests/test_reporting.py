@@ -61,27 +61,35 @@ def test_figure3_with_several_seeds_has_error_bars(tmp_path):
     assert not np.array_equal(several, single)  # the error bars and the seeds' dots are drawn
 
 
-def test_demo_table_puts_the_run_beside_the_study():
+def test_demo_table_puts_its_seeds_beside_the_study():
     spec = importlib.util.spec_from_file_location("demo", REPO / "recipes" / "demo.py")
     demo = importlib.util.module_from_spec(spec)
     sys.modules["demo"] = demo
     spec.loader.exec_module(demo)
-    results = {"wo_spa": {"test": {"map": 0.33024, "omap": 0.69512}}, "paper": {"test": {"map": 0.31, "omap": 0.68}},
-               "contrastive": {"test": {"map": 0.324, "omap": 0.703}}}  # fmt: skip
+
+    def runs(maps, omaps):
+        return {"test": [{"map": m, "omap": o} for m, o in zip(maps, omaps, strict=True)]}
+
+    results = {"wo_spa": runs([0.33, 0.35], [0.69, 0.71]), "paper": runs([0.31, 0.31], [0.68, 0.68]),
+               "contrastive": runs([0.32, 0.36], [0.70, 0.74])}  # fmt: skip
     labels = {"wo_spa": "baseline", "paper": "paper", "contrastive": "contrastive"}
     cell = {"values": [0.30, 0.32]}
-    study = {"seeds": [0, 1], "variants": {name: {"test": {"map": cell, "omap": cell}} for name in ("wo_spa", "paper")},
+    variants = {name: {"test": {"map": cell, "omap": cell}} for name in ("wo_spa", "paper")}
+    study = {"seeds": [0, 1, 2], "variants": variants,
              "comparisons": {"contrastive": {"vs_wo_spa": {"test": {
                  "map": {"difference": {"values": [0.01, 0.03]}, "t_p": 0.2952},
                  "omap": {"difference": {"values": [-0.01, 0.01]}, "t_p": None}}}}}}  # fmt: skip
+    # Paired over the demo's seeds: mAP differences (-0.01, +0.01), t = 0, p = 1; OmAP (+0.01, +0.03): t = 0.02 /
+    # (0.0141 / √2) = 2 with 1 degree of freedom, p = 1 − 2·atan(2)/π = 0.295.
     assert demo.table(results, labels, "contrastive", study, "real-recording") == (
-        "| model (demo CNN, real-recording test split) | mAP, this run | OmAP, this run | mAP, study (2 seeds) "
-        "| OmAP, study (2 seeds) |\n"
+        "| model (demo CNN, real-recording test split) | mAP, demo (2 seeds) | OmAP, demo (2 seeds) "
+        "| mAP, study (3 seeds) | OmAP, study (3 seeds) |\n"
         "|---|---:|---:|---:|---:|\n"
-        "| baseline | 0.3302 | 0.6951 | 0.3100 ± 0.0141 | 0.3100 ± 0.0141 |\n"
-        "| paper | 0.3100 | 0.6800 | 0.3100 ± 0.0141 | 0.3100 ± 0.0141 |\n"
-        "| contrastive | 0.3240 | 0.7030 |  |  |\n"  # no study row for it: empty cells
-        "| contrastive − baseline | -0.0062 | +0.0079 | +0.0200 ± 0.0141 (p 0.3) | +0.0000 ± 0.0141 (p n/a) |"
+        "| baseline | 0.3400 ± 0.0141 | 0.7000 ± 0.0141 | 0.3100 ± 0.0141 | 0.3100 ± 0.0141 |\n"
+        "| paper | 0.3100 ± 0.0000 | 0.6800 ± 0.0000 | 0.3100 ± 0.0141 | 0.3100 ± 0.0141 |\n"
+        "| contrastive | 0.3400 ± 0.0283 | 0.7200 ± 0.0283 |  |  |\n"  # no study row for it: empty cells
+        "| contrastive − baseline | +0.0000 ± 0.0141 (p 1) | +0.0200 ± 0.0141 (p 0.3) "
+        "| +0.0200 ± 0.0141 (p 0.3) | +0.0000 ± 0.0141 (p n/a) |"
     )
 
 
