@@ -1,6 +1,6 @@
 """ONNX export against torch on the CPU: max |logit difference| on real clips, size on disk, latency at batch 1 and 8.
 
-    python benchmarks/bench_onnx.py [--models demo passt] [--demo_model outputs/demo/spa/model] [--threads 2]
+    python benchmarks/bench_onnx.py [--models demo passt] [--demo_model outputs/demo/spa/seed_0/model] [--threads 2]
         [--dataset outputs/real_sounds/sources --split test --clips 16] [--rounds 10] [--output outputs/bench_onnx]
 
 Models: `demo` (the demo CNN: the checkpoint of --demo_model, else the demo configuration with random weights),
