@@ -176,7 +176,11 @@ class LabelEncoder:
     def __call__(self, mids: Sequence[str], clip_id: str = "?") -> np.ndarray:
         unknown = self.unknown(mids)
         if unknown and not self.ignore_unknown:
-            raise ValueError(f"clip {clip_id}: labels {unknown} are not among the model's {len(self.index)} classes.")
+            raise ValueError(
+                f"clip {clip_id}: labels {unknown} are not among the model's {len(self.index)} classes. To leave such "
+                "labels out of every clip (counted per label), pass --unknown_labels ignore (train.py, evaluate.py, "
+                "listening_study.py select) or ignore_unknown_labels=True."
+            )
         target = np.zeros(len(self.label_mids), dtype=np.float32)
         target[[self.index[mid] for mid in mids if mid in self.index]] = 1.0
         return target
