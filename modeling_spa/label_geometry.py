@@ -28,6 +28,7 @@ import torch
 from .diagnostics import cosine_summary, ontology_rank_correlation
 from .losses import pairwise_cosine
 from .ontology import CONCAT_SEPARATOR
+from .reporting import save_figure
 
 GEOMETRY_KEYS = ("ontology_spearman", "knn_purity", "knn_chance", "k", "cos_mean", "n_labels")
 
@@ -136,11 +137,7 @@ def plot_tsne(
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize=9, markerscale=1.5,
                frameon=False)  # fmt: skip
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, title)
 
 
 __all__ = [

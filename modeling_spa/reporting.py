@@ -213,9 +213,16 @@ def plot_training_curves(histories: dict[str, Sequence[dict]], path: str | Path,
         for name, colour in zip(histories, colours, strict=False)
     ]
     fig.legend(handles=runs, loc="outside lower center", ncol=len(runs), frameon=False)
+    return save_figure(fig, path, title)
+
+
+def save_figure(fig, path: str | Path, title: str = "", dpi: int = 90) -> Path:
+    """Title (if any), write and close a figure: a long-running recipe must not keep every figure it drew."""
+    import matplotlib.pyplot as plt
+
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return Path(path)
 
@@ -232,5 +239,6 @@ __all__ = [
     "plot_collapse_diagnostics",
     "plot_omap_lambda_difference",
     "plot_training_curves",
+    "save_figure",
     "stat",
 ]
