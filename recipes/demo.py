@@ -59,6 +59,11 @@ def load_study():
     return module
 
 
+def shown(path: Path) -> Path:
+    """A path as printed: relative to the repository when inside it (--output may be anywhere)."""
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
+
+
 def run(command: list[str], log: Path) -> None:
     """Run a step, its output to `log`; on failure show the log's end and stop."""
     started = time.perf_counter()
@@ -66,7 +71,7 @@ def run(command: list[str], log: Path) -> None:
         done = subprocess.run(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
     if done.returncode:
         sys.exit(f"{' '.join(command[:4])} ... failed; the end of {log}:\n" + log.read_text()[-3000:])
-    print(f"  done in {time.perf_counter() - started:.0f} s (log: {log.relative_to(REPO)})", flush=True)
+    print(f"  done in {time.perf_counter() - started:.0f} s (log: {shown(log)})", flush=True)
 
 
 # -- data ---------------------------------------------------------------------------------------------------------
@@ -81,7 +86,7 @@ def real_data(real: Path) -> Path | None:
 def synthetic_data(out: Path, args) -> Path:
     data = out / "data"
     if (data / "classes.json").is_file():
-        print(f"  reusing {data.relative_to(REPO)}")
+        print(f"  reusing {shown(data)}")
         return data
     print(f"  building the synthetic AudioSet-format set ({args.num_train} train clips of {args.seconds} s)")
     command = [sys.executable, str(REPO / "recipes" / "build_demo_dataset.py"), "--output", str(data),
@@ -118,7 +123,7 @@ def finished_with(run_dir: Path, command: list[str]) -> bool:
     if record.is_file() and json.loads(record.read_text()) == settings and (run_dir / "history.json").is_file():
         return True
     if run_dir.exists():
-        print(f"  {run_dir.relative_to(REPO)} holds another or an unfinished run: training it again", flush=True)
+        print(f"  {shown(run_dir)} holds another or an unfinished run: training it again", flush=True)
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     record.write_text(json.dumps(settings, indent=1))
@@ -135,7 +140,7 @@ def train_all(out: Path, data: Path, runs: dict, seeds: list[int], jobs: int) ->
             command = train_command(data, (*flags, "--seed", str(seed)), run_dir)
             if not finished_with(run_dir, command):
                 pending.append((command, run_dir.parent / f"train_seed_{seed}.log"))
-                print(f"  {name}, seed {seed}: training in {run_dir.relative_to(REPO)}", flush=True)
+                print(f"  {name}, seed {seed}: training in {shown(run_dir)}", flush=True)
     # One OpenMP pool per core: two trainers with a pool over both cores each would oversubscribe them.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -208,8 +213,8 @@ def plots(out: Path, results: dict[str, dict], labels: dict[str, str], chosen: s
                                 ylabel=f"OmAP_λ({chosen}) − OmAP_λ(baseline)")  # fmt: skip
     curves = {labels[name]: diagnostic_curves(result["history"]) for name, result in results.items()}
     plot_collapse_diagnostics(curves, out / "diagnostics.png")
-    print(f"\nOmAP_λ difference plot: {(out / 'omap_lambda_difference.png').relative_to(REPO)}")
-    print(f"Collapse diagnostics per epoch: {(out / 'diagnostics.png').relative_to(REPO)}")
+    print(f"\nOmAP_λ difference plot: {shown(out / 'omap_lambda_difference.png')}")
+    print(f"Collapse diagnostics per epoch: {shown(out / 'diagnostics.png')}")
 
 
 # -- tagging ------------------------------------------------------------------------------------------------------
@@ -276,7 +281,7 @@ def tag_recordings(model_dir: Path, baseline_dir: Path, split_files: str, count:
     model, extractor = load_tagger(model_dir)
     names = dict(zip(model.config.label_mids, model.config.label_names, strict=True))
     rows = datasets.load_dataset("parquet", data_files=split_files, split="train")
-    print(f"\nAutoModel.from_pretrained({model_dir.relative_to(REPO)}) tags {count} {what}, each whole, in the model's "
+    print(f"\nAutoModel.from_pretrained({shown(model_dir)}) tags {count} {what}, each whole, in the model's "
           "windows, as spa-tag does:")  # fmt: skip
     commands = []
     for row in pick_recordings(rows, set(names), count):
