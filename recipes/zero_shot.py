@@ -28,6 +28,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -87,16 +88,37 @@ def class_lists(args: argparse.Namespace, ontology: AudioSetOntology) -> tuple[l
     return mids, held_out
 
 
-def train(args, train_arguments: list[str], variant: str, seed: int, seen_file: Path, run_dir: Path) -> None:
-    """One training run (skipped when finished), its output in RUN_DIR/train.log."""
-    if (run_dir / "model" / "eval_results.json").is_file():
+def check_run_settings(run_dir: Path, settings: dict) -> None:
+    """A run folder holds one run: its settings (the command and the seen classes) are recorded when it starts, and a
+    folder recorded with other settings is refused, so that a model trained on a class is never scored as if that
+    class had been held out."""
+    record = run_dir / "zero_shot_run.json"
+    if record.is_file():
+        if json.loads(record.read_text()) != settings:
+            raise SystemExit(f"{run_dir} holds a run with other settings ({record}): choose another --output_dir, "
+                             "or remove the folder to train it again.")  # fmt: skip
         return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise SystemExit(f"{run_dir} holds files but no {record.name}: its settings are unknown; remove it or choose "
+                         "another --output_dir.")  # fmt: skip
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(settings, indent=1))
+
+
+def train(args, train_arguments: list[str], variant: str, seed: int, seen_file: Path, run_dir: Path) -> None:
+    """One training run (kept when finished with the same settings, resumed when interrupted), its output appended
+    to RUN_DIR/train.log."""
     command = [sys.executable, str(TRAIN), args.config, "--dataset", args.dataset, "--classes", str(seen_file),
                "--unknown_labels", "ignore", "--seed", str(seed), "--output_dir", str(run_dir),
                "--resume_from_checkpoint", "latest", *VARIANTS[variant], *train_arguments]  # fmt: skip
-    run_dir.mkdir(parents=True, exist_ok=True)
+    settings = {"command": command[1:], "seen": json.loads(seen_file.read_text())}  # the interpreter's path aside
+    check_run_settings(run_dir, settings)
+    if (run_dir / "model" / "eval_results.json").is_file():
+        return
     print(f"training {variant} seed {seed}: {' '.join(command)}", flush=True)
-    with open(run_dir / "train.log", "w") as log:
+    with open(run_dir / "train.log", "a") as log:  # a resumed run keeps the log of its first part
+        log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(command)}\n")
+        log.flush()
         done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{variant} seed {seed} failed (exit {done.returncode}); see {run_dir / 'train.log'}")
@@ -117,8 +139,11 @@ def texts_of(mids: Sequence[str], ontology: AudioSetOntology) -> tuple[list[str]
 def score_run(run_dir: Path, args, mids: list[str], held_out: list[str], ontology: AudioSetOntology) -> Path:
     """Cosines of every clip of the split with every class's texts, saved in RUN_DIR/zero_shot_<split>/."""
     folder = run_dir / f"zero_shot_{args.split}"
-    if (folder / "scores.json").is_file():
-        return folder
+    saved = folder / "scores.json"
+    if saved.is_file():
+        kept = json.loads(saved.read_text())
+        if (kept["classes"], kept["held_out"], kept["dataset"]) == (mids, held_out, args.dataset):
+            return folder
     model = SPAForAudioClassification.from_pretrained(run_dir / "model").eval()
     split = load_audioset(args.dataset, args.split)
     audio_embeds, labels = embed_split(model, split, args.batch_size, label_mids=mids)

@@ -187,3 +187,19 @@ def test_recipe_summarises_saved_runs_per_class_and_seed(tmp_path):
                                              if row["form"] == "name" and not row["held_out"]]))  # fmt: skip
     markdown = zero_shot.markdown(table, ["contrastive", "wo_spa"], 2)
     assert "C (`C`)" in markdown and "±" in markdown and "chance" in markdown
+
+
+def test_recipe_refuses_a_run_folder_of_other_settings(tmp_path):
+    """A folder trained on other seen classes (another --held_out) is never reused as if they had been held out."""
+    zero_shot = load_recipe("zero_shot")
+    run_dir = tmp_path / "paper" / "seed_0"
+    settings = {"command": ["train.py", "--seed", "0"], "seen": {"mids": ["/m/09x0r"], "held_out": ["/m/0bt9lr"]}}
+    zero_shot.check_run_settings(run_dir, settings)  # a new folder: recorded
+    zero_shot.check_run_settings(run_dir, settings)  # the same settings: kept
+    other = settings | {"seen": {"mids": ["/m/0bt9lr"], "held_out": ["/m/09x0r"]}}
+    with pytest.raises(SystemExit, match="holds a run with other settings"):
+        zero_shot.check_run_settings(run_dir, other)
+    unknown = tmp_path / "wo_spa" / "seed_0"
+    (unknown / "model").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="its settings are unknown"):
+        zero_shot.check_run_settings(unknown, settings)
