@@ -28,7 +28,6 @@ import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from modeling_spa.reporting import (
@@ -130,7 +129,7 @@ def finished_with(run_dir: Path, command: list[str]) -> bool:
     return False
 
 
-def train_all(out: Path, data: Path, runs: dict, seeds: list[int], jobs: int) -> dict[str, dict]:
+def train_all(study, out: Path, data: Path, runs: dict, seeds: list[int], jobs: int) -> dict[str, dict]:
     """Train the runs not yet finished, `jobs` at a time; per model, its runs' test results and epoch histories in
     seed order."""
     pending = []
@@ -143,9 +142,7 @@ def train_all(out: Path, data: Path, runs: dict, seeds: list[int], jobs: int) ->
                 print(f"  {name}, seed {seed}: training in {shown(run_dir)}", flush=True)
     # One OpenMP pool per core: two trainers with a pool over both cores each would oversubscribe them.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for done in [pool.submit(run, command, log) for command, log in pending]:
-            done.result()
+    study.run_parallel(run, pending, jobs)
 
     def read(folder: str, name: str) -> list:
         return [json.loads((out / folder / f"seed_{seed}" / name).read_text()) for seed in seeds]
@@ -340,7 +337,7 @@ def main() -> None:
     labels = {name: study.VARIANTS[name][0] for name in runs}
     seeds = list(range(args.seeds))
     print(f"[2/4] training {', '.join(labels.values())} (seeds {seeds}, {args.jobs} at a time)")
-    results = train_all(out, data, runs, seeds, args.jobs)
+    results = train_all(study, out, data, runs, seeds, args.jobs)
 
     print("\n[3/4] Table 1 (test split)\n")
     rendered = table(results, labels, chosen, study_results.get(task), described)

@@ -106,6 +106,9 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         parser.error(f"--variants must include {BASELINE} and {PAPER}: every comparison is paired with them")
     if args.seeds < 2:
         parser.error("--seeds must be at least 2 for a paired test")
+    for fixed in ("--spa_alpha", "--seed", "--baseline"):  # the study sets them, and records α as it sets it
+        if any(a == fixed or a.startswith(f"{fixed}=") for a in train_arguments):
+            parser.error(f"{fixed} is set by the study for every run; it cannot be passed through to train.py")
     args.data = Path(args.dataset or TASKS[args.task]).resolve()
     args.extra = train_arguments
     common = ["--dataset", str(args.data), "--classes", str(args.data / "classes.json"), "--spa_alpha", str(ALPHA)]
@@ -138,9 +141,22 @@ def train_runs(reproduce, runs: Sequence, root: Path, config: Path, train_argume
     print(f"{len(runs) - len(pending)} of {len(runs)} runs finished before; training {len(pending)}", flush=True)
     if jobs > 1:  # two trainers with one OpenMP pool per core each oversubscribe the CPU: share the cores out
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    run_parallel(reproduce.train, pending, jobs)
+
+
+def run_parallel(function, tasks: Sequence[tuple], jobs: int) -> None:
+    """`function(*task)` for each task, `jobs` at a time, in order. The first failure (a run's SystemExit with its
+    log's end) cancels the tasks not yet started and is raised once the running ones end: a failed run stops the
+    study instead of letting hours of queued runs go first."""
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for done in [pool.submit(reproduce.train, command, log) for command, log in pending]:
-            done.result()  # a failed run stops the study with its log's end
+        futures = [pool.submit(function, *task) for task in tasks]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
 # -- results ------------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ flags as train.py parses them, and the demo's settings against the study's commi
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +199,24 @@ def test_library_defaults_are_the_studys_choice():
         name = flag.removeprefix("--")
         for default in (getattr(config, name), recipe_defaults[name]):
             assert str(default) == value or (isinstance(default, float) and default == float(value)), name
+
+
+def test_a_failed_run_cancels_the_queued_runs():
+    started = []
+
+    def run(index):
+        started.append(index)
+        if index == 0:
+            raise SystemExit("run 0 failed")
+        time.sleep(0.5)  # a run takes a while: the failure is seen before the queue drains
+
+    with pytest.raises(SystemExit, match="run 0 failed"):
+        study.run_parallel(run, [(i,) for i in range(6)], jobs=1)
+    assert started in ([0], [0, 1])  # at most the run the worker had already taken; the others never start
+
+
+@pytest.mark.parametrize("flag", ["--spa_alpha", "--seed", "--baseline"])
+def test_flags_the_study_sets_are_not_passed_through(flag, capsys):
+    with pytest.raises(SystemExit):
+        study.parse_args(["--task", "real", flag, "1"])
+    assert "is set by the study" in capsys.readouterr().err
