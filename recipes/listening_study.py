@@ -46,6 +46,7 @@ import hashlib
 import html
 import json
 import math
+import shutil
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -214,11 +215,22 @@ def selection(a: SplitScores, b: SplitScores, k: int, n: int, seed: int) -> tupl
     return classes, items
 
 
+def clear_study(out: Path, overwrite: bool) -> None:
+    """An existing study is replaced only with --overwrite, and then whole: its page (whose item -> clip map would
+    play the new clips under the old classes) and its results go too. Checked before any model is scored."""
+    if not (out / "manifest.json").exists():
+        return
+    if not overwrite:
+        raise StudyError(f"{out} already holds a study (manifest.json); pass --overwrite to replace it")
+    for stale in ("page", "results"):
+        shutil.rmtree(out / stale, ignore_errors=True)
+    (out / "manifest.json").unlink()
+
+
 def write_study(args, a: SplitScores, b: SplitScores, dataset) -> Path:
     """Write the study folder (see the module docstring) and return it."""
     out = Path(args.output)
-    if (out / "manifest.json").exists() and not args.overwrite:
-        raise StudyError(f"{out} already holds a study (manifest.json); pass --overwrite to replace it")
+    clear_study(out, args.overwrite)
     classes, picks = selection(a, b, args.classes, args.clips_per_class, args.seed)
     if not picks:
         raise StudyError("No class has a positive clip in the split: nothing to study")
@@ -293,6 +305,7 @@ def score_model(args, model: str, key: str, name: str | None) -> SplitScores:
 def select(args) -> Path:
     from modeling_spa.data import load_audioset
 
+    clear_study(Path(args.output), args.overwrite)  # before two evaluations write into it
     a, b = scores_of_models(args)
     b = align(a, b)
     dataset = load_audioset(args.dataset, args.split, args.dataset_config)
@@ -328,8 +341,9 @@ def render_page(manifest: dict, title: str) -> str:
     template = PAGE_TEMPLATE.read_text()
     if PAGE_DATA_MARK not in template:
         raise StudyError(f"{PAGE_TEMPLATE} lost its data mark {PAGE_DATA_MARK!r}")
-    # "</" inside a script element would end it early: escape it as JSON allows.
-    data = json.dumps(page_data(manifest, title), ensure_ascii=False).replace("</", "<\\/")
+    # "</" ends a script element and "<!--" puts the parser into a state where "</script>" does not: escape every
+    # "<" as JSON allows, so no text of a class or title can change how the page parses.
+    data = json.dumps(page_data(manifest, title), ensure_ascii=False).replace("<", "\\u003c")
     return template.replace(PAGE_DATA_MARK, data).replace("{{TITLE}}", html.escape(title))
 
 

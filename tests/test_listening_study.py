@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import datasets
@@ -188,6 +189,26 @@ def test_the_page_escapes_script_endings_in_the_data():
                                             "path": "A > B", "description": ""}]}  # fmt: skip
     page = study.render_page(manifest, "T")
     assert page.count("</script>") == 2  # the two script elements' own ends only
+    # "<!--<script" would make the parser skip the element's own "</script>" (the page then never runs): no "<" of
+    # the data reaches the HTML, and the JSON still decodes to the text.
+    manifest["items"][0]["name"] = "Study <!--<script> test"
+    page = study.render_page(manifest, "T")
+    raw = re.search(r'<script id="study-data" type="application/json">(.*?)</script>', page, re.S)[1]
+    assert "<" not in raw and json.loads(raw)["items"][0]["name"] == "Study <!--<script> test"
+
+
+def test_overwrite_replaces_the_whole_study(small_study, tmp_path):
+    folder = shutil.copytree(small_study, tmp_path / "study")  # the module's study stays as it is
+    stale = folder / "results" / "table3.md"
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_text("old")
+    (folder / "page" / "clips" / "9999.wav").write_bytes(b"old clip")
+    study.main(["select", "--scores_a", str(small_study.parent / "eval_a"), "--scores_b",
+                str(small_study.parent / "eval_b"), "--dataset", str(small_study.parent / "data"),
+                "--output", str(folder), "--overwrite", "--seed", "1"])  # fmt: skip
+    assert not stale.exists() and not (folder / "page" / "clips" / "9999.wav").exists()
+    assert not (folder / "page" / "index.html").exists()  # the old page would map old items to new clips
+    assert (folder / "manifest.json").is_file()
 
 
 # ---------------------------------------------------------------------------------------------------- score
