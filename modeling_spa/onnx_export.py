@@ -133,16 +133,22 @@ def verify_random(model, out: Path) -> dict:
     return {"windows": len(values), "max_abs_logit_difference": compare_windows(model, tagger, values, mask)}
 
 
-def verify_clips(model, out: Path, dataset: str, split: str, clips: int) -> dict:
-    """The windows of the first `clips` clips of a dataset split, through onnxruntime and torch."""
-    from .data import decode_audio, load_audioset
+def verify_clips(model, out: Path, dataset: str, split: str, clips: int, config: str | None = None) -> dict:
+    """The windows of the first `clips` clips of a dataset split, through onnxruntime and torch. A clip that cannot
+    be decoded (or is shorter than one analysis window) is skipped and named; a check that compared nothing fails."""
+    from .data import BadAudioError, decode_audio, load_audioset
 
     tagger = onnx_tagger.load(out)
-    data = load_audioset(dataset, split)
+    data = load_audioset(dataset, split, config)
     rows = data.select(range(min(clips, len(data))))
-    differences, windows, scores, scale = [], 0, [], 0.0
+    differences, windows, scores, scale, skipped = [], 0, [], 0.0, []
     for row in rows:
-        wave = decode_audio(row["audio"], tagger.settings.sampling_rate, row["video_id"], tagger.settings.min_samples)
+        try:
+            wave = decode_audio(row["audio"], tagger.settings.sampling_rate, row["video_id"],
+                                tagger.settings.min_samples)  # fmt: skip
+        except BadAudioError as err:
+            skipped.append(f"{row['video_id']}: {err}")
+            continue
         values, mask, weights = onnx_tagger.windows(wave, tagger.settings)
         onnx_logits = onnx_tagger.window_logits(tagger, values, mask)
         torch_logits = torch_window_logits(model, values, mask)
@@ -152,9 +158,11 @@ def verify_clips(model, out: Path, dataset: str, split: str, clips: int) -> dict
         clip_scores = [onnx_tagger.aggregate(logits, weights, aggregation) for logits in (onnx_logits, torch_logits)]
         scores.append(float(np.abs(clip_scores[0] - clip_scores[1]).max()))
         windows += len(values)
-    return {"dataset": dataset, "split": split, "clips": len(rows), "windows": windows,
+    if not differences:
+        raise ValueError(f"no clip of {dataset} ({split}) could be compared: {len(rows)} read, skipped: {skipped}")
+    return {"dataset": dataset, "split": split, "clips": len(differences), "windows": windows,
             "max_abs_logit_difference": max(differences), "max_abs_score_difference": max(scores),
-            "max_abs_logit": scale}  # fmt: skip
+            "max_abs_logit": scale, "skipped_clips": skipped}  # fmt: skip
 
 
 def export(model_dir: str, output_dir: str | Path, opset: int = DEFAULT_OPSET, model=None) -> dict:
@@ -202,8 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     parser.add_argument("--verify_dataset", help="an AudioSet-format dataset whose real clips check the export")
     parser.add_argument("--verify_split", default="test")
+    parser.add_argument("--verify_dataset_config", help="the dataset's configuration, where it has several")
     parser.add_argument("--verify_clips", type=int, default=16)
     args = parser.parse_args(argv)
+    if args.verify_clips < 1:
+        parser.error("--verify_clips must be at least 1")
     if args.opset < 17:
         parser.error("the front-end's FFT needs ONNX DFT: opset 17 or later")
     info = export(args.model, args.output, args.opset)
@@ -211,7 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         from . import SPAForAudioClassification
 
         model = SPAForAudioClassification.from_pretrained(args.model).float().eval()
-        clips = verify_clips(model, Path(args.output), args.verify_dataset, args.verify_split, args.verify_clips)
+        try:
+            clips = verify_clips(model, Path(args.output), args.verify_dataset, args.verify_split, args.verify_clips,
+                                 args.verify_dataset_config)  # fmt: skip
+        except ValueError as err:  # the export is written; its check on real clips could not run
+            parser.exit(1, f"spa-export: wrote {args.output}, but the check on {args.verify_dataset} failed: {err}\n")
         info["verification"]["clips"] = clips
         _write_info(Path(args.output), info)
     print(json.dumps(info["verification"], indent=1))

@@ -262,3 +262,25 @@ def test_the_blocker_blocks_and_the_tagger_reports_bad_files(demo_export, tmp_pa
     assert result.returncode == 1
     assert "tiny.wav: too short: 100 sample(s) at 16000 Hz, one analysis window of the model needs 400" in result.stderr
     assert "missing.wav" in result.stderr
+
+
+def test_verify_clips_names_undecodable_clips_and_refuses_to_compare_nothing(demo_export, tmp_path):
+    import io
+
+    import datasets
+    import soundfile
+
+    model, out = demo_export
+    good = io.BytesIO()
+    soundfile.write(good, np.random.default_rng(0).normal(0, 0.1, 24000).astype(np.float32), 16000, format="FLAC")
+    rows = {"video_id": ["good", "broken"], "audio": [{"bytes": good.getvalue(), "path": "good.flac"},
+                                                       {"bytes": b"not audio", "path": "broken.flac"}],
+            "labels": [[DOG], [CAT]], "human_labels": [["Dog"], ["Cat"]]}  # fmt: skip
+    (tmp_path / "data" / "data").mkdir(parents=True)
+    datasets.Dataset.from_dict(rows).to_parquet(str(tmp_path / "data" / "data" / "test-00000-of-00001.parquet"))
+    checked = onnx_export.verify_clips(model, out, str(tmp_path / "data"), "test", clips=2)
+    assert checked["clips"] == 1 and checked["windows"] == 2  # 1.5 s in 1 s windows: one, then one end-aligned
+    assert len(checked["skipped_clips"]) == 1 and checked["skipped_clips"][0].startswith("broken: ")
+    assert checked["max_abs_logit_difference"] < 1e-4
+    with pytest.raises(ValueError, match="no clip of .* could be compared"):
+        onnx_export.verify_clips(model, out, str(tmp_path / "data"), "test", clips=0)
