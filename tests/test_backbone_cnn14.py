@@ -5,9 +5,7 @@ import importlib
 import importlib.util
 import json
 import os
-import subprocess
 import sys
-import textwrap
 import types
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from peer_utils import randomize_
+from remote_code import run_without_package
 from transformers import AutoModel
 
 from modeling_spa import SPAFeatureExtractor, SPAForAudioClassification
@@ -347,48 +346,18 @@ def test_round_trip_and_hidden_states(tiny_model, batch, tmp_path):
     assert out.attentions is None
 
 
-REMOTE = textwrap.dedent(
-    """
-    import sys, json
-    class Block:  # the installed package must not be importable here
-        def find_spec(self, name, path=None, target=None):
-            if name == "modeling_spa" or name.startswith("modeling_spa."):
-                raise ImportError("blocked for this test")
-    sys.meta_path.insert(0, Block())
-    try:
-        import modeling_spa
-        raise SystemExit("modeling_spa was importable")
-    except ImportError:
-        pass
-    import numpy as np, torch
-    from transformers import AutoFeatureExtractor, AutoModel
-    model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
-    extractor = AutoFeatureExtractor.from_pretrained(sys.argv[1], trust_remote_code=True)
-    inputs = extractor(list(np.load(sys.argv[2])), sampling_rate=32000, return_tensors="pt")
-    with torch.no_grad():
-        logits, scores = model(**inputs).logits, model.audioset_scores(**inputs)
-    backbone = type(model.spa.backbone).__name__
-    print(json.dumps({"backbone": backbone, "logits": logits.tolist(), "scores": scores.tolist()}))
-    """
-)
-
-
 def test_remote_code_works_without_the_package(tiny_model, tmp_path):
     path = save(tiny_model, tmp_path / "ckpt")
     assert (path / "backbone_cnn14.py").is_file()
     audio = clips(2, 16000, seed=10).numpy()
-    np.save(tmp_path / "audio.npy", audio)
-    (tmp_path / "remote.py").write_text(REMOTE)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
-        "HF_HUB_OFFLINE": "1",
-        "HF_MODULES_CACHE": str(tmp_path / "modules"),
-    }
-    done = subprocess.run(
-        [sys.executable, str(tmp_path / "remote.py"), str(path), str(tmp_path / "audio.npy")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    body = """
+    extractor = AutoFeatureExtractor.from_pretrained(path, trust_remote_code=True)
+    inputs = extractor(list(arrays["audio"]), sampling_rate=32000, return_tensors="pt")
+    with torch.no_grad():
+        logits, scores = model(**inputs).logits, model.audioset_scores(**inputs)
+    result = {"backbone": type(model.spa.backbone).__name__, "logits": logits.tolist(), "scores": scores.tolist()}
+    """
+    result = run_without_package(path, body, tmp_path, audio=audio)
     assert result["backbone"] == "Cnn14Backbone"
     inputs = SPAFeatureExtractor.from_pretrained(path)(list(audio), sampling_rate=RATE, return_tensors="pt")
     with torch.no_grad():

@@ -4,14 +4,13 @@ the CLAP audio tower path, and the SPA model around it (tiny configs, except the
 import json
 import os
 import pickle
-import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 import torch
 from peer_utils import randomize_
+from remote_code import run_without_package
 from torch import nn
 from transformers import AutoModel, ClapAudioConfig, ClapAudioModel, ClapConfig, ClapModel
 
@@ -377,44 +376,17 @@ def test_save_and_load_round_trip(tiny_model, batch, tmp_path):
         assert torch.equal(loaded.audioset_scores(waves, mask), tiny_model.audioset_scores(waves, mask))
 
 
-REMOTE = textwrap.dedent(
-    """
-    import sys, json
-    class Block:  # the installed package must not be importable here
-        def find_spec(self, name, path=None, target=None):
-            if name == "modeling_spa" or name.startswith("modeling_spa."):
-                raise ImportError("blocked for this test")
-    sys.meta_path.insert(0, Block())
-    import numpy as np, torch
-    from transformers import AutoModel
-    model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
-    waves = torch.from_numpy(np.load(sys.argv[2]))
-    with torch.no_grad():
-        logits, scores = model(waves).logits, model.audioset_scores(waves)
-    print(json.dumps({"config": type(model.config.audio_config).__name__, "logits": logits.tolist(),
-                      "scores": scores.tolist()}))
-    """
-)
-
-
 def test_remote_code_works_without_the_package(tiny_model, tmp_path):
     path = save(tiny_model, tmp_path / "ckpt")
     assert (path / "backbone_htsat.py").is_file()
     waves = (np.random.default_rng(0).standard_normal((2, 32000)) * 0.1).astype(np.float32)
-    np.save(tmp_path / "waves.npy", waves)
-    (tmp_path / "remote.py").write_text(REMOTE)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env |= {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    done = subprocess.run(
-        [sys.executable, str(tmp_path / "remote.py"), str(path), str(tmp_path / "waves.npy")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    body = """
+    waves = torch.from_numpy(arrays["waves"])
+    with torch.no_grad():
+        logits, scores = model(waves).logits, model.audioset_scores(waves)
+    result = {"config": type(model.config.audio_config).__name__, "logits": logits.tolist(), "scores": scores.tolist()}
+    """
+    result = run_without_package(path, body, tmp_path, waves=waves)
     assert result["config"] == "HTSATConfig"
     with torch.no_grad():
         assert torch.equal(torch.tensor(result["logits"]), tiny_model(torch.from_numpy(waves)).logits)

@@ -6,14 +6,13 @@ written in the release layout; every other test uses a tiny config.
 
 import json
 import os
-import subprocess
 import sys
-import textwrap
 import types
 
 import numpy as np
 import pytest
 import torch
+from remote_code import run_without_package
 from transformers import AutoModel
 
 from modeling_spa import SPAConfig, SPAFeatureExtractor, SPAForAudioClassification
@@ -449,52 +448,18 @@ def test_save_load_round_trip(tiny_model, batch, tmp_path):
         torch.testing.assert_close(loaded.audioset_scores(waves, mask), tiny_model.audioset_scores(waves, mask))
 
 
-REMOTE = textwrap.dedent(
-    """
-    import sys, json
-    class Block:  # the installed package must not be importable here
-        def find_spec(self, name, path=None, target=None):
-            if name == "modeling_spa" or name.startswith("modeling_spa."):
-                raise ImportError("blocked for this test")
-    sys.meta_path.insert(0, Block())
-    try:
-        import modeling_spa
-        raise SystemExit("modeling_spa was importable")
-    except ImportError:
-        pass
-    import numpy as np, torch
-    from transformers import AutoFeatureExtractor, AutoModel
-    path, waves_path = sys.argv[1], sys.argv[2]
-    model = AutoModel.from_pretrained(path, trust_remote_code=True).eval()
-    extractor = AutoFeatureExtractor.from_pretrained(path, trust_remote_code=True)
-    inputs = extractor(list(np.load(waves_path)), sampling_rate=32000, return_tensors="pt")
-    with torch.no_grad():
-        logits = model(**inputs).logits
-    print(json.dumps({"backbone": type(model.spa.backbone).__name__, "logits": logits.tolist()}))
-    """
-)
-
-
 def test_remote_code_works_without_the_package(tiny_model, tmp_path):
     path = save(tiny_model, tmp_path / "passt")
     assert (path / "backbone_passt.py").is_file()
     waves = torch.cat([audio(1.5, seed=7), audio(1.5, seed=8)]).numpy()
-    np.save(tmp_path / "waves.npy", waves)
-    (tmp_path / "remote.py").write_text(REMOTE)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
-        "HF_HUB_OFFLINE": "1",
-        "HF_MODULES_CACHE": str(tmp_path / "modules"),
-    }
-    done = subprocess.run(
-        [sys.executable, str(tmp_path / "remote.py"), str(path), str(tmp_path / "waves.npy")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    body = """
+    extractor = AutoFeatureExtractor.from_pretrained(path, trust_remote_code=True)
+    inputs = extractor(list(arrays["waves"]), sampling_rate=32000, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    result = {"backbone": type(model.spa.backbone).__name__, "logits": logits.tolist()}
+    """
+    result = run_without_package(path, body, tmp_path, waves=waves)
     assert result["backbone"] == "PaSSTBackbone"
     inputs = SPAFeatureExtractor.from_pretrained(path)(list(waves), sampling_rate=RATE, return_tensors="pt")
     with torch.no_grad():

@@ -5,9 +5,7 @@ torchaudio's Kaldi fbank with PSLA's arguments; the converter, hostile files, an
 import importlib.util
 import json
 import os
-import subprocess
 import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from efficientnet_pytorch import EfficientNet
+from remote_code import run_without_package
 from torch import nn
 from transformers import AutoModel, EfficientNetModel
 
@@ -446,57 +445,23 @@ def test_save_load_round_trip(tiny_model, batch, tmp_path):
     assert bool((fresh.embeddings.batchnorm.weight == 1).all()) and fresh.encoder.top_conv.weight.std() > 0.05
 
 
-REMOTE = textwrap.dedent(
-    """
-    import sys, json
-    class Block:  # the installed package must not be importable here
-        def find_spec(self, name, path=None, target=None):
-            if name == "modeling_spa" or name.startswith("modeling_spa."):
-                raise ImportError("blocked for this test")
-    sys.meta_path.insert(0, Block())
-    try:
-        import modeling_spa
-        raise SystemExit("modeling_spa was importable")
-    except ImportError:
-        pass
-    import numpy as np, torch
-    from transformers import AutoFeatureExtractor, AutoModel
-    path, waves_path = sys.argv[1], sys.argv[2]
-    model = AutoModel.from_pretrained(path, trust_remote_code=True).eval()
-    extractor = AutoFeatureExtractor.from_pretrained(path, trust_remote_code=True)
-    inputs = extractor(list(np.load(waves_path)), sampling_rate=16000, return_tensors="pt")
-    with torch.no_grad():
-        logits = model(**inputs).logits
-        scores = model.audioset_scores(**inputs)
-    backbone = type(model.spa.backbone)
-    print(json.dumps({"backbone": backbone.__module__ + "." + backbone.__name__, "logits": logits.tolist(),
-                      "scores": scores.tolist()}))
-    """
-)
-
-
 def test_remote_code_works_without_the_package(tiny_model, tmp_path):
     path = tmp_path / "ckpt"
     tiny_model.save_pretrained(path)
     SPAFeatureExtractor(sampling_rate=RATE, max_length_s=2.0).save_pretrained(path)
     assert (path / "backbone_psla.py").is_file()
     waves = np.stack([clip(RATE, seed=8), clip(RATE, seed=9)])
-    np.save(tmp_path / "waves.npy", waves)
-    (tmp_path / "remote.py").write_text(REMOTE)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
-        "HF_HUB_OFFLINE": "1",
-        "HF_MODULES_CACHE": str(tmp_path / "modules"),
-    }
-    done = subprocess.run(
-        [sys.executable, str(tmp_path / "remote.py"), str(path), str(tmp_path / "waves.npy")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    body = """
+    extractor = AutoFeatureExtractor.from_pretrained(path, trust_remote_code=True)
+    inputs = extractor(list(arrays["waves"]), sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        scores = model.audioset_scores(**inputs)
+    backbone = type(model.spa.backbone)
+    result = {"backbone": backbone.__module__ + "." + backbone.__name__, "logits": logits.tolist(),
+              "scores": scores.tolist()}
+    """
+    result = run_without_package(path, body, tmp_path, waves=waves)
     assert result["backbone"].endswith("backbone_psla.PSLABackbone") and "modeling_spa" not in result["backbone"]
     inputs = SPAFeatureExtractor.from_pretrained(path)(list(waves), sampling_rate=RATE, return_tensors="pt")
     with torch.no_grad():

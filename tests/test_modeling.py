@@ -1,16 +1,13 @@
 import copy
 import dataclasses
 import json
-import os
-import subprocess
-import sys
-import textwrap
 import warnings
 
 import numpy as np
 import pytest
 import torch
 from conftest import tiny_ast_config
+from remote_code import run_without_package
 from transformers import (
     AutoFeatureExtractor,
     AutoModel,
@@ -160,53 +157,17 @@ def test_spa_model_gives_the_same_embeddings(cnn_model, batch, tmp_path):
     torch.testing.assert_close(base(waves, mask).audio_embeds, cnn_model(waves, mask).audio_embeds)
 
 
-REMOTE = textwrap.dedent(
-    """
-    import sys, json
-    class Block:  # the installed package must not be importable here
-        def find_spec(self, name, path=None, target=None):
-            if name == "modeling_spa" or name.startswith("modeling_spa."):
-                raise ImportError("blocked for this test")
-    sys.meta_path.insert(0, Block())
-    try:
-        import modeling_spa
-        raise SystemExit("modeling_spa was importable")
-    except ImportError:
-        pass
-    import numpy as np, torch
-    from transformers import AutoFeatureExtractor, AutoModel
-    path, waves_path = sys.argv[1], sys.argv[2]
-    model = AutoModel.from_pretrained(path, trust_remote_code=True).eval()
-    extractor = AutoFeatureExtractor.from_pretrained(path, trust_remote_code=True)
-    waves = np.load(waves_path)
-    inputs = extractor(list(waves), sampling_rate=16000, return_tensors="pt")
-    with torch.no_grad():
-        logits = model(**inputs).logits
-    print(json.dumps({"class": type(model).__name__, "extractor": type(extractor).__name__, "logits": logits.tolist()}))
-    """
-)
-
-
 def test_remote_code_works_without_the_package(cnn_model, tmp_path):
     path = save(cnn_model, tmp_path / "ckpt")
     waves = (np.random.default_rng(0).standard_normal((2, 16000)) * 0.1).astype(np.float32)
-    np.save(tmp_path / "waves.npy", waves)
-    script = tmp_path / "remote.py"
-    script.write_text(REMOTE)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
-        "HF_HUB_OFFLINE": "1",
-        "HF_MODULES_CACHE": str(tmp_path / "modules"),
-    }
-    done = subprocess.run(
-        [sys.executable, str(script), str(path), str(tmp_path / "waves.npy")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    body = """
+    extractor = AutoFeatureExtractor.from_pretrained(path, trust_remote_code=True)
+    inputs = extractor(list(arrays["waves"]), sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    result = {"class": type(model).__name__, "extractor": type(extractor).__name__, "logits": logits.tolist()}
+    """
+    result = run_without_package(path, body, tmp_path, waves=waves)
     assert result["class"] == "SPAForAudioClassification" and result["extractor"] == "SPAFeatureExtractor"
     inputs = SPAFeatureExtractor.from_pretrained(path)(list(waves), sampling_rate=16000, return_tensors="pt")
     with torch.no_grad():

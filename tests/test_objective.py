@@ -1,14 +1,9 @@
 """The label-space options of SPAConfig: each changes what it says, survives save/load (and remote code), keeps every
 trainable parameter in the graph (DDP) and a compiled step whole; and the collapse they prevent, on a tiny task."""
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
-
 import pytest
 import torch
+from remote_code import run_without_package
 from torch._dynamo.utils import counters
 
 from modeling_spa import SPAConfig, SPAForAudioClassification
@@ -123,38 +118,16 @@ def test_a_centred_model_without_its_centre_refuses_to_train():
         model(values, mask, labels=labels)
 
 
-REMOTE = textwrap.dedent(
-    """
-    import sys, json
-    class Block:  # the installed package must not be importable here
-        def find_spec(self, name, path=None, target=None):
-            if name == "modeling_spa" or name.startswith("modeling_spa."):
-                raise ImportError("blocked for this test")
-    sys.meta_path.insert(0, Block())
-    import torch
-    from transformers import AutoModel
-    model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)
-    with torch.no_grad():
-        embeds = model.label_embeds()
-    print(json.dumps({"mean": model.label_text_mean.tolist(), "embeds": embeds.tolist(),
-                      "bias": model.text_projection.bias is not None}))
-    """
-)
-
-
 def test_centring_survives_remote_code(tmp_path):
     model = tiny_model(center_label_text=True, spa_objective="contrastive")
     model.save_pretrained(tmp_path / "centred")
-    script = tmp_path / "remote.py"
-    script.write_text(REMOTE)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
-        "HF_HUB_OFFLINE": "1",
-        "HF_MODULES_CACHE": str(tmp_path / "modules"),
-    }
-    done = subprocess.run([sys.executable, str(script), str(tmp_path / "centred")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    body = """
+    with torch.no_grad():
+        embeds = model.label_embeds()
+    result = {"mean": model.label_text_mean.tolist(), "embeds": embeds.tolist(),
+              "bias": model.text_projection.bias is not None}
+    """
+    result = run_without_package(tmp_path / "centred", body, tmp_path)
     assert torch.equal(torch.tensor(result["mean"]), model.label_text_mean) and result["bias"] is False
     with torch.no_grad():
         torch.testing.assert_close(torch.tensor(result["embeds"]), model.label_embeds())
