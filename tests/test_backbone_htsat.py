@@ -4,7 +4,6 @@ the CLAP audio tower path, and the SPA model around it (tiny configs, except the
 import json
 import os
 import pickle
-import sys
 
 import numpy as np
 import pytest
@@ -442,15 +441,10 @@ def test_outputs_hidden_states_and_attentions(tiny_model, batch):
 
 
 def test_recipe_config_parses_to_this_backbone_and_release():
-    import importlib.util
-    from pathlib import Path
+    from recipe_loader import RECIPES, load_recipe
 
-    recipes = Path(__file__).resolve().parent.parent / "recipes"
-    spec = importlib.util.spec_from_file_location("train", recipes / "train.py")
-    train = importlib.util.module_from_spec(spec)
-    sys.modules["train"] = train  # dataclasses look their module up there
-    spec.loader.exec_module(train)
-    model_args, data_args, _, args = train.parse_arguments([str(recipes / "configs" / "htsat_audioset.yaml")])
+    train = load_recipe("train")
+    model_args, data_args, _, args = train.parse_arguments([str(RECIPES / "configs" / "htsat_audioset.yaml")])
     assert model_args.backbone == "htsat" and RELEASES[model_args.pretrained_backbone].backbone == "htsat"
     assert (args.backbone_learning_rate, args.weight_decay, args.max_grad_norm, args.seed) == (1e-4, 0.05, 1.0, 970131)
     assert data_args.max_length_s == 10.0 and model_args.frontend is None  # the backbone's own: cnn14

@@ -2,10 +2,8 @@
 "efficientnet-b2", in_channels=1).extract_features`) plus the attention head of PSLA's published formula, and
 torchaudio's Kaldi fbank with PSLA's arguments; the converter, hostile files, and the model conventions."""
 
-import importlib.util
 import json
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from efficientnet_pytorch import EfficientNet
+from recipe_loader import load_recipe
 from remote_code import run_without_package
 from torch import nn
 from transformers import AutoModel, EfficientNetModel
@@ -529,10 +528,7 @@ def test_lora_on_the_pointwise_convolutions(tiny_model, batch):
 
 
 def test_recipe_config_parses():
-    spec = importlib.util.spec_from_file_location("train", REPO / "recipes" / "train.py")
-    train = importlib.util.module_from_spec(spec)
-    sys.modules["train"] = train  # dataclasses look their module up there
-    spec.loader.exec_module(train)
+    train = load_recipe("train")
     model_args, data_args, _, train_args = train.parse_arguments(
         [str(REPO / "recipes" / "configs" / "psla_audioset.yaml")]
     )

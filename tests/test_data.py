@@ -1,14 +1,12 @@
-import importlib.util
 import io
 import os
-import sys
-from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
 import soundfile
 import torch
+from recipe_loader import load_recipe
 
 from modeling_spa.data import (
     PADDING_ROW,
@@ -22,15 +20,10 @@ from modeling_spa.data import (
     mix_to_mono,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, ontology):
-    spec = importlib.util.spec_from_file_location("build_demo_dataset", REPO / "recipes" / "build_demo_dataset.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["build_demo_dataset"] = module
-    spec.loader.exec_module(module)
+    module = load_recipe("build_demo_dataset")
     root = tmp_path_factory.mktemp("tiny")
     built = module.build_demo_dataset(root / "parquet", 6, 2, 2, duration_s=0.5, ontology=ontology, speech=False)
     return root, built

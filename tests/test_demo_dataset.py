@@ -1,7 +1,6 @@
 """The synthetic demo sounds (`modeling_spa.demo_sounds`) and the AudioSet-format builder (recipes/)."""
 
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -12,22 +11,15 @@ import datasets
 import numpy as np
 import pytest
 import soundfile as sf
+from recipe_loader import load_recipe
 
 from modeling_spa import demo_sounds
 from modeling_spa.demo_sounds import SOUND_CLASSES, SPEECH_CLASSES, synthesize
 
-REPO = Path(__file__).resolve().parent.parent
 SR = 16000
 
 
-def _load_builder():
-    spec = importlib.util.spec_from_file_location("build_demo_dataset", REPO / "recipes" / "build_demo_dataset.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-builder = _load_builder()
+builder = load_recipe("build_demo_dataset")
 
 EXPECTED_FEATURES = datasets.Features(
     {

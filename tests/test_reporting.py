@@ -1,11 +1,8 @@
 """The shared table, test and plot code (modeling_spa.reporting), and the demo's table through it."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from recipe_loader import load_recipe
 
 from modeling_spa.reporting import (
     diagnostic_curves,
@@ -18,8 +15,6 @@ from modeling_spa.reporting import (
     plot_omap_lambda_difference,
     stat,
 )
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def test_cells_over_one_and_several_seeds():
@@ -62,10 +57,7 @@ def test_figure3_with_several_seeds_has_error_bars(tmp_path):
 
 
 def test_demo_table_puts_its_seeds_beside_the_study():
-    spec = importlib.util.spec_from_file_location("demo", REPO / "recipes" / "demo.py")
-    demo = importlib.util.module_from_spec(spec)
-    sys.modules["demo"] = demo
-    spec.loader.exec_module(demo)
+    demo = load_recipe("demo")
 
     def runs(maps, omaps):
         return {"test": [{"map": m, "omap": o} for m, o in zip(maps, omaps, strict=True)]}

@@ -1,7 +1,6 @@
 """recipes/reproduce.py end to end on a tiny real build (tables, Fig. 3, reuse, resume, styles), the public
 checkpoint's row, and the five AudioSet recipe configs against their sources' published settings."""
 
-import importlib.util
 import io
 import json
 import os
@@ -17,6 +16,7 @@ import pytest
 import soundfile
 import torch
 from peer_utils import randomize_
+from recipe_loader import load_recipe
 from safetensors.torch import load_file
 
 from modeling_spa import SPAFeatureExtractor, SPAForAudioClassification, compute_omap
@@ -50,14 +50,6 @@ ema_decay: 0.9
 cpu: true
 seed: 0
 """
-
-
-def load_recipe(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 reproduce = load_recipe("reproduce")

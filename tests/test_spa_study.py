@@ -1,25 +1,16 @@
 """recipes/spa_study.py's aggregation, statistics and choice on made-up run results (no training), its variants'
 flags as train.py parses them, and the demo's settings against the study's committed choice."""
 
-import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from recipe_loader import load_recipe
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def load_recipe(name: str):
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 study = load_recipe("spa_study")

@@ -1,6 +1,5 @@
 """recipes/train.py end to end on a tiny real `datasets` build: plain, killed and resumed, two processes."""
 
-import importlib.util
 import io
 import json
 import math
@@ -18,6 +17,7 @@ import pytest
 import soundfile
 import torch
 from conftest import free_port
+from recipe_loader import load_recipe
 from safetensors.torch import load_file
 from transformers import AutoModel
 
@@ -39,16 +39,6 @@ ALL_ON = ("--balanced_sampling", "--epoch_length", "20", "--mixup_alpha", "0.3",
           "--freeze_backbone_steps", "6", "--ema_decay", "0.9", "--gradient_checkpointing",
           "--spa_objective", "contrastive", "--spa_temperature", "0.2", "--center_label_text",
           "--spa_uniformity_weight", "0.1", "--spa_geometry_weight", "0.5")  # fmt: skip
-
-
-def load_recipe(name: str):
-    """A recipe script as a module named `recipe_<name>`: `recipes/evaluate.py` must not shadow the `evaluate`
-    library in sys.modules."""
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def wav_bytes(samples: np.ndarray, rate: int = 16000, subtype: str = "FLOAT") -> bytes:
