@@ -10,16 +10,17 @@ dropout 0.5; `fc1` + ReLU gives the 2048-dim embedding, which is the pooled outp
 PANNs' `embedding`); `fc_audioset` + sigmoid on the embedding before that dropout is the original AudioSet head
 (`audioset_scores`, PANNs' `clipwise_output`).
 
-Length: the five 2x2 poolings need at least 32 frames, 9,920 samples at 32 kHz with the `cnn14` front-end; a
-shorter input is refused with a ValueError (pad it with zeros). Padded batches: PANNs pools over every frame, so the
-padding of a batch would change a clip's result (the padding's -100 dB frames reach ~1.3 s into the clip through the
-convolutions, and enter the time mean and max). Here, given the front-end's frame mask, the feature maps are zeroed
-beyond each clip's frames before every convolution (exactly what the convolutions' own zero padding does at the end
-of an unpadded input) and the time pooling covers the clip's frames only, so a clip's result does not depend on the
-padding around it, and equals the unpadded result up to the front-end's last two frames (a padded clip's last
-windows see zeros where an unpadded one sees the reflection padding of the STFT). Without padding the mask changes
-nothing and the output is the peer's. A clip with fewer than 32 real frames in a padded batch is scored over its
-first 32 frames, the front-end's silence frames (-100 dB) after its audio included, rather than refused mid-training.
+Length: the five 2x2 poolings need at least 32 frames, 9,920 samples at 32 kHz with the `cnn14` front-end; a shorter
+input is refused with a ValueError (pad it with zeros). Padded batches: PANNs pools over every frame, so the padding of
+a batch would change a clip's result (the padding's -100 dB frames reach ~1.3 s into the clip through the convolutions,
+and enter the time mean and max). Here, given the front-end's frame mask, the feature maps are zeroed beyond each clip's
+frames before every convolution (exactly what the convolutions' own zero padding does at the end of an unpadded input)
+and the time pooling covers the clip's frames only; the front-end continues each padded clip past its end as the STFT of
+the clip alone reflects it (`frontend.reflect_tails`). So a clip's result does not depend on the padding around it:
+equal to its unpadded result in float64 (to 1e-15), to float32 rounding otherwise (2.4e-7 for a 4 s clip padded to 10
+s). Without padding the mask changes nothing and the output is the peer's. A clip with fewer than 32 real frames in a
+padded batch is scored over its first 32 frames, the front-end's silence frames (-100 dB) after its audio included,
+rather than refused mid-training.
 
 Not ported: SpecAugment and mixup, which PANNs' `Cnn14.forward` applies in training; they are augmentations of the
 training recipe, not part of the network, and are left to it.

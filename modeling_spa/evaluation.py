@@ -18,7 +18,6 @@ import torch
 from tqdm.auto import tqdm
 
 from .metrics import compute_omap
-from .windowing import probabilities_in_windows, window_settings
 
 
 @dataclass
@@ -65,8 +64,7 @@ def clip_outputs(
     if not audioset_head:
         output = model(input_values=input_values, attention_mask=attention_mask)
         return output.logits.float().sigmoid(), output.audio_embeds.float()
-    settings = window_settings(model.config)
-    return probabilities_in_windows(model.audioset_scores, input_values, attention_mask, settings).float(), None
+    return model.audioset_scores(input_values, attention_mask).float(), None  # windowed by the model too
 
 
 def clip_scores(model, input_values: torch.Tensor, attention_mask: torch.Tensor, audioset_head: bool) -> torch.Tensor:

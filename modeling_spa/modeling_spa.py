@@ -34,7 +34,7 @@ from .losses import (
     spa_contrastive_loss,
 )
 from .ontology import DEFAULT_PROMPT, AudioSetOntology, check_distinct_descriptions
-from .windowing import forward_in_windows, window_settings
+from .windowing import aggregate_embeds, forward_in_windows, in_windows, probabilities_in_windows, window_settings
 
 
 @dataclass
@@ -121,6 +121,24 @@ class SPAPreTrainedModel(PreTrainedModel):
             super()._init_weights(module)
 
 
+def needs_windows(model: SPAPreTrainedModel, input_values: torch.Tensor) -> bool:
+    """Whether `model` must window `input_values`: in eval mode, clips longer than the window (`window_settings`).
+
+    Training never windows (the data collator crops; a fixed-length front-end crops the last frames of a longer crop).
+    """
+    return not model.training and input_values.shape[-1] > window_settings(model.config).length
+
+
+def refuse_per_window_outputs(output_hidden_states: bool, output_attentions: bool) -> None:
+    """Hidden states and attentions belong to one window: a windowed clip has no single set to return."""
+    if output_hidden_states or output_attentions:
+        raise ValueError(
+            "Hidden states and attentions are per window, and this clip is longer than the model's window "
+            "(config.window_length_s), so the model scores it window by window. Cut it into windows yourself "
+            "(modeling_spa.windowing.window_starts gives the model's positions) and pass them as a batch."
+        )
+
+
 class SPAModel(SPAPreTrainedModel):
     """Waveform -> log-mel -> backbone -> E_a. Use it for audio embeddings in the shared audio-text space."""
 
@@ -156,6 +174,9 @@ class SPAModel(SPAPreTrainedModel):
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
+        if needs_windows(self, input_values):
+            refuse_per_window_outputs(output_hidden_states, output_attentions)
+            return self._forward_windows(input_values, attention_mask)
         augmentation = training_augmentation(self.config.augmentation, self.training)
         if augmentation is not None:
             sampling_rate = self.config.frontend["sampling_rate"]
@@ -183,6 +204,18 @@ class SPAModel(SPAPreTrainedModel):
             hidden_states=backbone.hidden_states,
             attentions=backbone.attentions,
         )
+
+    def _forward_windows(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> SPAModelOutput:
+        """`forward` for clips longer than the window: E_a and the pooled embedding are the means of the windows',
+        weighted by their real samples (as `SPAForAudioClassification` takes E_a)."""
+
+        def run(values: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            output = self(values, mask, return_dict=True)
+            return output.audio_embeds, output.pooled_output
+
+        settings = window_settings(self.config)
+        embeds, pooled = in_windows(run, input_values, attention_mask, settings, (aggregate_embeds, aggregate_embeds))
+        return SPAModelOutput(audio_embeds=embeds, pooled_output=pooled)
 
 
 class SPAForAudioClassification(SPAPreTrainedModel):
@@ -266,13 +299,20 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         """The published checkpoint's own predictions: its original AudioSet head's (batch, 527) probabilities.
 
         Off the SPA path (the classifier c_a gives `logits`); it shows that a converted checkpoint computes what its
-        authors' model computes, and it is the paper's "public checkpoint as is" baseline.
+        authors' model computes, and it is the paper's "public checkpoint as is" baseline. In eval mode a clip longer
+        than the window is scored window by window and aggregated as `forward` does (mean or max of the scores).
         """
         backbone = self.spa.backbone
         if not hasattr(backbone, "audioset_scores"):
             raise ValueError(f"The {self.config.backbone!r} backbone keeps no original AudioSet head.")
-        features, frame_mask = self.spa.frontend(input_values, attention_mask)
-        return backbone.audioset_scores(features.to(self.spa.audio_projection.weight.dtype), frame_mask)
+
+        def score(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+            features, frame_mask = self.spa.frontend(values, mask)
+            return backbone.audioset_scores(features.to(self.spa.audio_projection.weight.dtype), frame_mask)
+
+        if not needs_windows(self, input_values):
+            return score(input_values, attention_mask)
+        return probabilities_in_windows(score, input_values, attention_mask, window_settings(self.config))
 
     def set_label_text(self, label_text_embeds: torch.Tensor) -> None:
         """Set T̂ (C, V), and with `config.center_label_text` its mean over the labels, the centre p_t sees."""
@@ -351,12 +391,17 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         """`labels` (batch, num_labels) multi-hot, soft labels allowed. Other arguments as in [`SPAModel.forward`].
 
         At inference, clips longer than the window (`config.window_length_s`) are scored window by window and
-        aggregated, as spa-tag does (`modeling_spa.windowing`); that path returns no hidden states or attentions.
+        aggregated, as spa-tag does (`modeling_spa.windowing`); hidden states and attentions, which belong to one
+        window, are then refused with an error (pass the windows yourself).
         In training the data collator has cropped the clips. In training mode with `labels` and mixup configured
         (`config.augmentation["mixup_alpha"]` > 0), the batch is mixed (`mixup_index`, `mixup_lambda` drawn unless
         given) and so are the labels the loss sees; `logits` are then those of the mixed clips.
         """
-        if not self.training and input_values.shape[-1] > window_settings(self.config).length:
+        if needs_windows(self, input_values):
+            output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+            if output_hidden_states is None:
+                output_hidden_states = self.config.output_hidden_states
+            refuse_per_window_outputs(output_hidden_states, output_attentions)
             return self._forward_windows(input_values, attention_mask, labels)
         augmentation = training_augmentation(self.config.augmentation, self.training)
         if labels is not None and mixup_index is None and augmentation is not None and mixup_enabled(augmentation):

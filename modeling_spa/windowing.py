@@ -147,31 +147,53 @@ def _window_batches(
         yield values, mask
 
 
-def forward_in_windows(
-    model, input_values: torch.Tensor, attention_mask: torch.Tensor | None, settings: WindowSettings
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and audio embeddings of clips longer than the window: each row (its real length from the mask) is
-    cut into windows, the windows of all rows are scored by `model` in batches of `WINDOWS_PER_BATCH`, and each
-    row's results are aggregated: logits by `settings.aggregation`, embeddings by their mean weighted by the real
-    samples of each window. Every window is `settings.length` samples long, so `model` does not window again.
+Aggregate = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def in_windows(
+    run: Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, ...]],
+    input_values: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    settings: WindowSettings,
+    aggregates: Sequence[Aggregate],
+) -> tuple[torch.Tensor, ...]:
+    """Per-clip outputs of clips longer than the window, the one windowing rule of every entry point.
+
+    Each row (its real length from the mask) is cut into windows (`window_starts`), the windows of all rows go
+    through `run(values, mask)` in batches of `WINDOWS_PER_BATCH`, and output i of a row's windows is reduced by
+    `aggregates[i](outputs, weights)`, the weights being each window's real samples. Every window is
+    `settings.length` samples long, so a model called by `run` does not window again.
     """
-    length = settings.length
     lengths, spans = _window_spans(input_values, attention_mask, settings)
-    logits, embeds = [], []
-    for values, mask in _window_batches(input_values, attention_mask, spans, length):
-        output = model(input_values=values, attention_mask=mask)
-        logits.append(output.logits)
-        embeds.append(output.audio_embeds)
-    logits, embeds = torch.cat(logits), torch.cat(embeds)
-    rows = torch.tensor([row for row, _ in spans], device=logits.device)
-    clip_logits, clip_embeds = [], []
+    batches = [run(values, mask) for values, mask in _window_batches(input_values, attention_mask, spans,
+                                                                     settings.length)]  # fmt: skip
+    outputs = [torch.cat(parts) for parts in zip(*batches, strict=True)]
+    rows = torch.tensor([row for row, _ in spans], device=outputs[0].device)
+    clips = [[] for _ in outputs]
     for row, n in enumerate(lengths):
         mine = rows == row
         # Every window of a row holds min(n, length) real samples: those of a longer clip are all full-length.
-        weights = torch.full((int(mine.sum()),), float(min(n, length)), dtype=torch.float64, device=logits.device)
-        clip_logits.append(aggregate_logits(logits[mine], weights, settings.aggregation))
-        clip_embeds.append(aggregate_embeds(embeds[mine], weights))
-    return torch.stack(clip_logits), torch.stack(clip_embeds)
+        weights = torch.full((int(mine.sum()),), float(min(n, settings.length)), dtype=torch.float64,
+                             device=rows.device)  # fmt: skip
+        for clip, output, aggregate in zip(clips, outputs, aggregates, strict=True):
+            clip.append(aggregate(output[mine], weights))
+    return tuple(torch.stack(clip) for clip in clips)
+
+
+def forward_in_windows(
+    model, input_values: torch.Tensor, attention_mask: torch.Tensor | None, settings: WindowSettings
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and audio embeddings of clips longer than the window (`in_windows`): logits aggregated by
+    `settings.aggregation`, embeddings by their mean weighted by the real samples of each window."""
+
+    def run(values: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        output = model(input_values=values, attention_mask=mask)
+        return output.logits, output.audio_embeds
+
+    def logits(window_logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return aggregate_logits(window_logits, weights, settings.aggregation)
+
+    return in_windows(run, input_values, attention_mask, settings, (logits, aggregate_embeds))
 
 
 def probabilities_in_windows(
@@ -181,23 +203,21 @@ def probabilities_in_windows(
     settings: WindowSettings,
 ) -> torch.Tensor:
     """Clip probabilities (batch, classes) from `score(values, mask)`, a function giving window probabilities (such
-    as `SPAForAudioClassification.audioset_scores`): the same windows as `forward_in_windows`, aggregated alike
-    (`mean`: the windows of a clip all hold the same number of real samples, so their weighted mean is the mean).
-    A batch no longer than one window is scored as it is."""
+    as the backbone's original AudioSet head): the windows of `in_windows`, aggregated as logits are (`mean`: the
+    windows of a clip all hold the same number of real samples, so their weighted mean is the mean). A batch no
+    longer than one window is scored as it is."""
     if input_values.shape[-1] <= settings.length:
         return score(input_values, attention_mask)
-    lengths, spans = _window_spans(input_values, attention_mask, settings)
-    scores = torch.cat([score(values, mask) for values, mask in _window_batches(input_values, attention_mask, spans,
-                                                                                settings.length)])  # fmt: skip
-    rows = torch.tensor([row for row, _ in spans], device=scores.device)
     if settings.aggregation not in AGGREGATIONS:
         raise ValueError(f"Window aggregation must be one of {AGGREGATIONS}, got {settings.aggregation!r}")
-    clips = []
-    for row in range(len(lengths)):
-        mine = scores[rows == row]
-        aggregated = mine.max(dim=0).values if settings.aggregation == "max" else mine.double().mean(dim=0)
-        clips.append(aggregated.to(scores.dtype))
-    return torch.stack(clips)
+
+    def aggregate(scores: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        if settings.aggregation == "max":
+            return scores.max(dim=0).values
+        return (scores.double() * weights[:, None]).sum(dim=0).div(weights.sum()).to(scores.dtype)
+
+    return in_windows(lambda values, mask: (score(values, mask),), input_values, attention_mask, settings,
+                      (aggregate,))[0]  # fmt: skip
 
 
 def stream_windows(
@@ -245,6 +265,7 @@ __all__ = [
     "aggregate_logits",
     "forward_in_windows",
     "frontend_span",
+    "in_windows",
     "probabilities_in_windows",
     "stream_windows",
     "window_settings",
