@@ -445,7 +445,7 @@ def render_dataset_card(
 
     from huggingface_hub import DatasetCardData
 
-    from .hub_cards import read_template
+    from .hub.cards import read_template
 
     counts = split_counts(report)
     total = sum(counts.values())
@@ -476,7 +476,7 @@ def render_dataset_card(
 
 def push_build(folder: str | Path, repo_id: str, private: bool = False) -> str:
     """Upload a build folder as a dataset repo (the resume record stays local); the commit URL."""
-    from .publish import push_to_hub
+    from .hub.publish import push_to_hub
 
     return push_to_hub(
         folder,

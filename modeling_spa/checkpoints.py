@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .ontology_files import _offline, cache_dir
+from .files import cache_dir
+from .files import offline as _offline
 
 _DOWNLOAD_TIMEOUT_S = 60
 _CHUNK = 1 << 20

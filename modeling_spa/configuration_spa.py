@@ -9,7 +9,7 @@ from transformers.utils import logging
 from .augmentation import AugmentationConfig
 from .backbones import BACKBONES, backbone_spec
 from .frontend import frontend_preset
-from .ontology import DEFAULT_PROMPT, DESCRIPTION_STYLES
+from .label_text import DEFAULT_PROMPT, DESCRIPTION_STYLES
 from .windowing import window_settings
 
 CLASSIFICATION_LOSSES = ("obce", "bce")

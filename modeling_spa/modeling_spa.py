@@ -3,13 +3,12 @@ the projected label-text embeddings (Liu & Ren, ICASSP 2024)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput, can_return_tuple
 
@@ -33,7 +32,6 @@ from .losses import (
     spa_alignment_loss,
     spa_contrastive_loss,
 )
-from .ontology import DEFAULT_PROMPT, AudioSetOntology, check_distinct_descriptions
 from .windowing import aggregate_embeds, forward_in_windows, in_windows, probabilities_in_windows, window_settings
 
 
@@ -231,6 +229,11 @@ class SPAForAudioClassification(SPAPreTrainedModel):
     into windows that are scored in batches; `logits` is then the logit of the aggregated window scores (`mean`
     weighted by real samples, or `max`: `config.window_aggregation`) and `audio_embeds` the mean of the window
     embeddings weighted by their real samples. `spa-tag` and the audio-classification pipeline give the same scores.
+
+    New models are built with `SPAForAudioClassification.from_backbone(...)`: label descriptions from a taxonomy,
+    embedded once by the frozen text encoder, and optionally a converted checkpoint of the backbone. Building needs
+    the ontology files, a text encoder and the converters, none of which a checkpoint carries, so it lives in the
+    package (`modeling_spa.conversion.building.from_backbone`), which attaches it to this class when imported.
     """
 
     def __init__(self, config: SPAConfig):
@@ -473,71 +476,6 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         mean of the window embeddings weighted by their real samples; with labels, the loss of those outputs."""
         logits, audio_embeds = forward_in_windows(self, input_values, attention_mask, window_settings(self.config))
         return self._output(logits, audio_embeds, labels)  # with labels: an evaluation loop in eval mode
-
-    @classmethod
-    def from_backbone(
-        cls,
-        backbone: str = "passt",
-        audio_config: PreTrainedConfig | dict | None = None,
-        pretrained_backbone: str | None = None,
-        label_mids: Sequence[str] | None = None,
-        ontology=None,
-        text_encoder: str = "google-bert/bert-base-uncased",
-        text_encoder_revision: str | None = None,
-        text_pooling: str = "mean",
-        description_style: str = "concat",
-        prompt_template: str = DEFAULT_PROMPT,
-        **config_kwargs,
-    ) -> SPAForAudioClassification:
-        """Build a new SPA model: label descriptions from the ontology, embedded once by the frozen text encoder.
-
-        Args:
-            backbone: registered backbone name; `audio_config` its config (default: the family's defaults).
-            pretrained_backbone: a checkpoint the backbone family can load (e.g. an AST Hub id), or None.
-            label_mids: the classes (default: the 527 AudioSet labels, in CSV order).
-            ontology: an `AudioSetOntology` (default: `AudioSetOntology.load()`).
-            text_encoder, text_encoder_revision, text_pooling: the frozen text encoder f_t.
-            description_style, prompt_template: how labels become text (paper section 3.1).
-            config_kwargs: other `SPAConfig` fields (`projection_dim`, `spa_alpha`, `frontend`, ...).
-        """
-        from .label_text import encode_label_descriptions
-
-        ontology = ontology if ontology is not None else AudioSetOntology.load()
-        mids = list(label_mids) if label_mids is not None else ontology.label_mids
-        texts = ontology.descriptions(description_style, mids, prompt_template)
-        check_distinct_descriptions(texts, [ontology.name(mid, "full") for mid in mids])  # one text, one target
-        spec = backbone_spec(backbone)
-        if pretrained_backbone is not None and spec.load_pretrained is None:
-            raise ValueError(f"The {backbone!r} backbone cannot load pretrained weights ({pretrained_backbone!r}).")
-        if pretrained_backbone is not None:
-            pretrained = spec.load_pretrained(pretrained_backbone)
-            audio_config = pretrained.config if hasattr(pretrained, "config") else audio_config
-            # Provenance without the local directory layout: a file by its name, a short name or Hub id as given.
-            source = str(pretrained_backbone)
-            source = os.path.basename(os.path.normpath(source)) if os.path.exists(source) else source
-            config_kwargs.setdefault("pretrained_backbone", source)
-        text = encode_label_descriptions(texts, text_encoder, text_encoder_revision, text_pooling)
-        config = SPAConfig(
-            backbone=backbone,
-            audio_config=audio_config,
-            label_mids=mids,
-            label_names=[ontology.name(mid, "full") for mid in mids],
-            label_paths=ontology.descriptions("concat", mids),
-            text_hidden_size=text.shape[1],
-            label_text_encoder=text_encoder,
-            label_text_encoder_revision=text_encoder_revision,
-            label_text_pooling=text_pooling,
-            description_style=description_style,
-            prompt_template=prompt_template,
-            **config_kwargs,
-        )
-        model = cls(config)
-        if pretrained_backbone is not None:
-            model.spa.backbone.load_state_dict(pretrained.state_dict())
-        model.set_label_text(text)
-        with torch.no_grad():
-            model.label_distances.copy_(torch.from_numpy(ontology.distances_for(mids)))
-        return model
 
 
 # Checkpoints carry their code: `auto_map` and these files are written by save_pretrained, so that

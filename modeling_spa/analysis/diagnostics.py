@@ -33,7 +33,7 @@ import math
 import numpy as np
 import torch
 
-from .losses import label_similarity, pairwise_cosine
+from ..losses import label_similarity, pairwise_cosine
 
 LABEL_KEYS = ("text_cos_mean", "text_cos_min", "text_ontology_spearman", "label_cos_mean", "label_cos_min",
               "label_ontology_spearman")  # fmt: skip
@@ -139,7 +139,7 @@ def embed_split(
     `label_mids` (default: the model's classes; others, e.g. classes held out of training, for zero-shot scores)."""
     from torch.utils.data import DataLoader
 
-    from .data import AudioSetCollator
+    from ..data import AudioSetCollator
 
     collator = AudioSetCollator(
         sampling_rate=model.config.frontend["sampling_rate"],
@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
 
-    from .data import load_audioset
-    from .modeling_spa import SPAForAudioClassification
+    from ..data import load_audioset
+    from ..modeling_spa import SPAForAudioClassification
 
     model = SPAForAudioClassification.from_pretrained(args.model).to(args.device).eval()
     audio_embeds = labels = None

@@ -1,19 +1,19 @@
 """Model cards: the `hub_cards/model_card.md` template filled from a config and evaluation results.
 
-The YAML header carries a `model-index` so the Hub shows the mAP and OmAP figures. The templates are package data
-(`modeling_spa.card_templates`, the top-level `hub_cards/` folder), so a wheel install renders them too.
+The YAML header carries a `model-index` so the Hub shows the mAP and OmAP figures. The templates are the project's
+`hub_cards/` folder, found by `modeling_spa.files.project_folder` (a wheel carries it inside the package).
 """
 
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 from string import Template
 
 from huggingface_hub import EvalResult, ModelCardData
 
-from .augmentation import AugmentationConfig
+from ..augmentation import AugmentationConfig
+from ..files import project_folder
 
 METRICS = (("map", "mAP"), ("omap", "OmAP"))
 # The Hub copy of AudioSet lacks the clips gone from YouTube: its figures compare with others only with that said.
@@ -26,8 +26,8 @@ HUB_AUDIOSET_NOTE = (
 
 
 def read_template(name: str) -> str:
-    """A card template shipped with the package (`hub_cards/`, installed as package data), e.g. "model_card.md"."""
-    return resources.files("modeling_spa.card_templates").joinpath(name).read_text(encoding="utf-8")
+    """A card template of the project's `hub_cards/` folder, e.g. "model_card.md"."""
+    return (project_folder("hub_cards") / name).read_text(encoding="utf-8")
 
 
 def dataset_id(dataset: str) -> str:
@@ -50,8 +50,8 @@ def backbone_checkpoint(config) -> str:
 
 def backbone_licence(config) -> str:
     """The licence of the backbone's pretrained weights: its release's, else its family's."""
-    from .backbones import backbone_spec
-    from .checkpoints import RELEASES
+    from ..backbones import backbone_spec
+    from ..checkpoints import RELEASES
 
     if not (config.pretrained_backbone or getattr(config.audio_config, "_name_or_path", "")):
         return "none (trained from scratch)"
@@ -99,7 +99,7 @@ def _figure(value) -> str:
 
 def _diagnostics_section(results: dict[str, dict], history: list[dict] | None) -> str:
     """The card's label-space section: the collapse diagnostics at the final weights, and per epoch."""
-    from .diagnostics import AUDIO_KEYS, LABEL_KEYS
+    from ..analysis.diagnostics import AUDIO_KEYS, LABEL_KEYS
 
     splits = {split: r for split, r in results.items() if all(k in r for k in LABEL_KEYS + AUDIO_KEYS)}
     if not splits:

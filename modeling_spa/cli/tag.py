@@ -21,9 +21,9 @@ import numpy as np
 import soundfile
 import torch
 
-from .data import BadAudioError
-from .losses import label_similarity
-from .windowing import (
+from ..data import BadAudioError
+from ..losses import label_similarity
+from ..windowing import (
     AGGREGATIONS,
     WINDOWS_PER_BATCH,
     aggregate_embeds,

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from .diagnostics import cosine_summary, ontology_rank_correlation
-from .losses import pairwise_cosine
-from .ontology import CONCAT_SEPARATOR
+from ..losses import pairwise_cosine
+from ..label_text import CONCAT_SEPARATOR
 from .reporting import save_figure
 
 GEOMETRY_KEYS = ("ontology_spearman", "knn_purity", "knn_chance", "k", "cos_mean", "n_labels")

@@ -18,8 +18,8 @@ import json
 import sys
 from pathlib import Path
 
-from .backbones import BACKBONES
-from .checkpoints import RELEASES, CheckpointError
+from ..backbones import BACKBONES
+from ..checkpoints import RELEASES, CheckpointError
 
 
 def convert(
@@ -32,9 +32,9 @@ def convert(
     **config_kwargs,
 ) -> Path:
     """Build the SPA model on the converted `source` and save it (model, extractor, card) into `output`."""
-    from . import SPAFeatureExtractor, SPAForAudioClassification
-    from .hub_cards import render_model_card
-    from .windowing import window_settings
+    from .. import SPAFeatureExtractor, SPAForAudioClassification
+    from ..hub.cards import render_model_card
+    from ..windowing import window_settings
 
     model = SPAForAudioClassification.from_backbone(
         backbone,
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--private", action="store_true")
     args = parser.parse_args(argv)
 
-    from .publish import HubPushError, push_to_hub
+    from ..hub.publish import HubPushError, push_to_hub
 
     mids = json.loads(Path(args.classes).read_text()) if args.classes else None
     mids = mids["mids"] if isinstance(mids, dict) else mids  # the demo builder's classes.json

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .metrics import compute_omap
+from ..metrics import compute_omap
 
 
 @dataclass
@@ -38,7 +38,7 @@ class SplitScores:
 def check_audioset_head(model) -> None:
     """`audioset_scores` gives AudioSet's 527 classes in `class_labels_indices.csv` order: the model's classes (which
     order the labels) must be exactly those, or the scores would be compared with the wrong labels."""
-    from .ontology import AudioSetOntology
+    from ..taxonomy import AudioSetOntology
 
     if not hasattr(model.spa.backbone, "audioset_scores"):
         raise ValueError(f"The {model.config.backbone!r} backbone keeps no original AudioSet head (--audioset_head).")
@@ -117,7 +117,7 @@ def score_split(accelerator, model, loader, audioset_head: bool = False, with_id
 def split_metrics(split: SplitScores, distances: np.ndarray, model=None) -> dict:
     """mAP, OmAP, OmAP_λ (and the raw per-class results under "_result") of gathered scores; with the `model` and the
     split's E_a, the label-space collapse diagnostics (`modeling_spa.diagnostics`)."""
-    from .diagnostics import collapse_diagnostics
+    from ..analysis.diagnostics import collapse_diagnostics
 
     if len(split.scores) == 0:
         raise ValueError("No clip could be scored: every clip of the split was skipped (see the skipped clips).")

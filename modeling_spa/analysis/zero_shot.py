@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import compute_omap
+from ..metrics import compute_omap
 
 
 def average_precision(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:

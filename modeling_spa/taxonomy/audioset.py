@@ -3,13 +3,16 @@
 Distances are unweighted shortest paths on the *undirected* parent-child graph over all ontology nodes (no
 virtual root, restrictions ignored), restricted to the labels. For the 527 AudioSet labels they range over
 0..21, which gives the 22 levels of OmAP.
+
+The two files (CC BY-SA 4.0 data from Google, never shipped with this package) are found, in order: an explicit
+path, an environment variable ($SPA_ONTOLOGY, $SPA_CLASS_LABELS), the cache (`modeling_spa.files.cache_dir`), and
+finally a download from their pinned location, verified by sha256. Their pins, their reading and the hop distances
+are those of the OmAP evaluate module (`metrics/omap/ontology_distances.py`), which computes AudioSet OmAP on its own.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
-import json
 import os
 import re
 from collections import Counter, deque
@@ -19,13 +22,26 @@ from pathlib import Path
 
 import numpy as np
 
-from .ontology_files import CLASS_LABELS_FILE, ONTOLOGY_FILE, resolve
+from ..files import cache_dir, download, project_module
+from ..label_text import CONCAT_SEPARATOR, DEFAULT_PROMPT, DESCRIPTION_STYLES
 
-DESCRIPTION_STYLES = ("direct", "prompt", "desc", "concat")
-DEFAULT_PROMPT = "the sound of {label}"
-CONCAT_SEPARATOR = " > "
 _TRAILING_QUALIFIER = re.compile(r"\s*(\([^()]*\))$")
 _LIST_OF_THINGS = re.compile(r"\band\b|\betc\.$")  # "Dishes, pots, and pans", "Bee, wasp, etc."
+
+
+def _home():
+    """The evaluate module's `ontology_distances.py`: pins, file reading, hop distances."""
+    return project_module("ontology_distances")
+
+
+def resolve(spec, path: str | os.PathLike | None = None) -> Path:
+    """The local file of `spec` (`ONTOLOGY_FILE` or `CLASS_LABELS_FILE`): explicit path, environment variable,
+    cache, else a download into the cache (pinned, sha256-checked; an error offline)."""
+    found = _home().local_file(spec, path)
+    if found is not None:
+        return found
+    how_else = f"Or pass its path, or set ${spec.env_var} to it."
+    return download(spec.url, cache_dir() / spec.filename, spec.sha256, f"The AudioSet file {spec.filename}", how_else)
 
 
 @dataclass(frozen=True)
@@ -93,24 +109,10 @@ def check_distinct_descriptions(texts: Sequence[str], names: Sequence[str]) -> N
 
 
 def _read_nodes(path: Path) -> dict[str, OntologyNode]:
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a valid ontology JSON file ({err}).") from err
-    if not isinstance(raw, list) or not raw:
-        raise ValueError(f"{path}: expected a non-empty JSON list of ontology nodes.")
-    for i, entry in enumerate(raw):
-        missing = {"id", "name", "child_ids"} - set(entry if isinstance(entry, dict) else ())
-        if missing:
-            raise ValueError(f"{path}: node #{i} lacks the field(s) {sorted(missing)}.")
-    ids = [entry["id"] for entry in raw]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{path}: duplicate node ids, e.g. {next(i for i in ids if ids.count(i) > 1)!r}.")
-    parents: dict[str, list[str]] = {node_id: [] for node_id in ids}
+    raw = _home().read_ontology(path)
+    parents: dict[str, list[str]] = {entry["id"]: [] for entry in raw}
     for entry in raw:
         for child in entry["child_ids"]:
-            if child not in parents:
-                raise ValueError(f"{path}: node {entry['id']!r} lists unknown child {child!r}.")
             parents[child].append(entry["id"])
     return {
         entry["id"]: OntologyNode(
@@ -125,29 +127,10 @@ def _read_nodes(path: Path) -> dict[str, OntologyNode]:
     }
 
 
-def _read_labels(path: Path, nodes: dict[str, OntologyNode]) -> tuple[list[str], list[str]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"index", "mid", "display_name"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: expected the header 'index,mid,display_name', got {reader.fieldnames}.")
-        rows = list(reader)
-    mids, names = [], []
-    for position, row in enumerate(rows):
-        if row["index"] != str(position):
-            raise ValueError(f"{path}: row {position + 2} has index {row['index']!r}, expected {position}.")
-        if row["mid"] not in nodes:
-            raise ValueError(f"{path}: label {row['mid']!r} ({row['display_name']}) is not in the ontology.")
-        mids.append(row["mid"])
-        names.append(row["display_name"])
-    if len(set(mids)) != len(mids):
-        raise ValueError(f"{path}: a mid appears twice.")
-    return mids, names
-
-
 class AudioSetOntology:
     """The AudioSet ontology graph and its labels, in the order of `class_labels_indices.csv`.
 
-    Use `AudioSetOntology.load()`; the files are found as described in `modeling_spa.ontology_files`.
+    Use `AudioSetOntology.load()`; the files are found as the module docstring says.
     """
 
     def __init__(self, nodes: dict[str, OntologyNode], label_mids: Sequence[str], label_names: Sequence[str]):
@@ -160,16 +143,17 @@ class AudioSetOntology:
     def load(
         cls, ontology_path: str | os.PathLike | None = None, labels_path: str | os.PathLike | None = None
     ) -> AudioSetOntology:
-        """Load the ontology; see `modeling_spa.ontology_files.resolve` for where the files come from."""
+        """Load the ontology; see `resolve` for where the files come from."""
+        home = _home()
         return _load_cached(
-            resolve(ONTOLOGY_FILE, ontology_path).resolve(),
-            resolve(CLASS_LABELS_FILE, labels_path).resolve(),
+            resolve(home.ONTOLOGY_FILE, ontology_path).resolve(),
+            resolve(home.CLASS_LABELS_FILE, labels_path).resolve(),
         )
 
     @classmethod
     def from_files(cls, ontology_path: str | os.PathLike, labels_path: str | os.PathLike) -> AudioSetOntology:
         nodes = _read_nodes(Path(ontology_path))
-        return cls(nodes, *_read_labels(Path(labels_path), nodes))
+        return cls(nodes, *_home().read_class_labels(labels_path, nodes.keys()))
 
     def __repr__(self) -> str:
         counts = f"{len(self.nodes)} nodes, {len(self.label_mids)} labels, {len(self.top_level_mids)} top-level"
@@ -218,28 +202,8 @@ class AudioSetOntology:
 
     @functools.cached_property
     def node_distances(self) -> np.ndarray:
-        """All-pairs hop distances on the undirected graph over every node, in ontology file order.
-
-        Breadth-first search from all nodes at once: frontier k+1 is frontier k times the adjacency matrix.
-        """
-        n = len(self.nodes)
-        adjacency = np.zeros((n, n), dtype=np.float32)
-        for node in self.nodes.values():
-            for parent in node.parents:
-                adjacency[self._order[parent], self._order[node.id]] = adjacency[
-                    self._order[node.id], self._order[parent]
-                ] = 1
-        hops = np.where(np.eye(n, dtype=bool), 0, -1).astype(np.int64)
-        frontier = np.eye(n, dtype=np.float32)
-        for step in range(1, n):
-            frontier = ((frontier @ adjacency) > 0) & (hops < 0)
-            if not frontier.any():
-                break
-            hops[frontier] = step
-            frontier = frontier.astype(np.float32)
-        if (hops < 0).any():
-            raise ValueError("The ontology graph is not connected: some nodes cannot reach each other.")
-        return hops
+        """All-pairs hop distances on the undirected graph over every node, in ontology file order."""
+        return _home().hop_distances({node_id: node.children for node_id, node in self.nodes.items()})
 
     def distances_for(self, mids: Sequence[str]) -> np.ndarray:
         """The sub-matrix of full-graph distances for `mids`, in the given order."""
