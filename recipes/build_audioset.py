@@ -38,8 +38,8 @@ from modeling_spa.builds import (
     render_dataset_card,
     report_summary,
 )
-from modeling_spa.ontology import AudioSetOntology
 from modeling_spa.segments import CONFIG_FILES, ClipIndex, Segment, config_segments
+from modeling_spa.taxonomy import AudioSetOntology
 
 CLASSES_FILE = "classes.json"
 

@@ -35,7 +35,7 @@ import numpy as np
 import soundfile as sf
 
 from modeling_spa import demo_sounds
-from modeling_spa.ontology import AudioSetOntology
+from modeling_spa.taxonomy import AudioSetOntology
 
 SPLITS = ("train", "validation", "test")
 _SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}  # part of every clip's seed: splits never share clips

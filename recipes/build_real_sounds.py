@@ -59,8 +59,8 @@ from modeling_spa.mixtures import (
     mixture_row,
     target_classes,
 )
-from modeling_spa.ontology import AudioSetOntology
 from modeling_spa.qt_rcc import read_rcc
+from modeling_spa.taxonomy import AudioSetOntology
 
 HERE = Path(__file__).resolve().parent / "real_sounds"
 MANIFEST = HERE / "manifest.tsv"

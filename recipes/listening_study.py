@@ -161,7 +161,7 @@ def choose_clips(scores_a: np.ndarray, scores_b: np.ndarray, n: int, seed: int, 
 
 def class_texts(mids: list[str]) -> dict[str, dict[str, str]]:
     """Ontology path (`A > B > C`, shortest path to the top) and description of each mid."""
-    from modeling_spa.ontology import AudioSetOntology
+    from modeling_spa.taxonomy import AudioSetOntology
 
     ontology = AudioSetOntology.load()
     return {

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from modeling_spa.reporting import plot_training_curves
+from modeling_spa.analysis.reporting import plot_training_curves
 
 
 def run_name(folder: Path) -> str:

@@ -39,10 +39,10 @@ from modeling_spa.configuration_spa import check_spa_objective
 from modeling_spa.data import AudioSetCollator, load_audioset, stand_in_rows
 from modeling_spa.evaluation import evaluate
 from modeling_spa.frontend import frontend_preset
-from modeling_spa.hub_cards import dataset_id, render_model_card
+from modeling_spa.hub.cards import dataset_id, render_model_card
+from modeling_spa.hub.publish import HubPushError, push_to_hub
 from modeling_spa.loaders import evaluation_loader, loader_options, on_device, own_generator
 from modeling_spa.optimization import drop_gradients, freeze_groups, parameter_groups, set_prior_bias
-from modeling_spa.publish import HubPushError, push_to_hub
 from modeling_spa.sampling import (
     BalancedSampler,
     balanced_weights,

@@ -36,12 +36,12 @@ import numpy as np
 import torch
 
 from modeling_spa import SPAForAudioClassification
+from modeling_spa.analysis.diagnostics import embed_split
+from modeling_spa.analysis.reporting import format_stat, markdown_table, stat
+from modeling_spa.analysis.zero_shot import load_scores, save_scores, text_results
 from modeling_spa.data import load_audioset
-from modeling_spa.diagnostics import embed_split
 from modeling_spa.losses import label_similarity
-from modeling_spa.ontology import AudioSetOntology
-from modeling_spa.reporting import format_stat, markdown_table, stat
-from modeling_spa.zero_shot import load_scores, save_scores, text_results
+from modeling_spa.taxonomy import AudioSetOntology
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = REPO / "recipes" / "train.py"

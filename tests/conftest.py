@@ -32,7 +32,7 @@ def free_port() -> str:
 
 @pytest.fixture(scope="session")
 def ontology():
-    from modeling_spa.ontology import AudioSetOntology
+    from modeling_spa.taxonomy import AudioSetOntology
 
     return AudioSetOntology.load()
 

@@ -19,7 +19,7 @@ from transformers import AutoModel
 from modeling_spa import SPAFeatureExtractor, SPAForAudioClassification
 from modeling_spa.backbone_cnn14 import Cnn14Backbone, Cnn14Config, Cnn14ConvBlock
 from modeling_spa.backbones import backbone_spec
-from modeling_spa.checkpoints import RELEASES, CheckpointError
+from modeling_spa.conversion import FAMILY_LICENCES, RELEASES, CheckpointError, load_backbone
 from modeling_spa.frontend import LogMelFrontend, frontend_preset
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -178,7 +178,7 @@ def test_release_is_registered_with_its_hash():
     assert release.backbone == "cnn14" and release.licence == "cc-by-4.0"
     assert release.filename == "Cnn14_mAP=0.431.pth"
     assert release.sha256 == "0dc499e40e9761ef5ea061ffc77697697f277f6a960894903df3ada000e34b31"
-    assert backbone_spec("cnn14").licence == "cc-by-4.0"
+    assert FAMILY_LICENCES["cnn14"] == "cc-by-4.0"
 
 
 def test_short_name_offline_names_the_file_and_where_to_put_it(tmp_path, monkeypatch):
@@ -186,16 +186,16 @@ def test_short_name_offline_names_the_file_and_where_to_put_it(tmp_path, monkeyp
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     target = tmp_path / "checkpoints" / "Cnn14_mAP=0.431.pth"
     with pytest.raises(FileNotFoundError, match="downloads are off") as error:
-        Cnn14Backbone.from_panns_checkpoint("cnn14-ap431")
+        load_backbone("cnn14", "cnn14-ap431")
     assert str(target) in str(error.value) and "zenodo.org/records/3987831" in str(error.value)
     # A file in the cache that is not the release is refused by its hash.
     target.parent.mkdir()
     target.write_bytes(b"not the checkpoint")
     with pytest.raises(CheckpointError, match="has sha256 .* the release 'cnn14-ap431'"):
-        Cnn14Backbone.from_panns_checkpoint("cnn14-ap431")
+        load_backbone("cnn14", "cnn14-ap431")
     # Another family's release name is no CNN14 release.
     with pytest.raises(FileNotFoundError, match=r"known: cnn14-ap431\)"):
-        Cnn14Backbone.from_panns_checkpoint("passt-s-swa-ap476")
+        load_backbone("cnn14", "passt-s-swa-ap476")
 
 
 def tiny_original_state(**overrides) -> dict:
@@ -213,13 +213,13 @@ def tiny_original_state(**overrides) -> dict:
 
 def test_sizes_are_read_from_the_file(tmp_path):
     state = tiny_original_state(num_audioset_classes=10)
-    backbone = Cnn14Backbone.from_panns_checkpoint(write_original(tmp_path / "tiny.pth", state))
+    backbone = load_backbone("cnn14", write_original(tmp_path / "tiny.pth", state))
     assert backbone.config.hidden_sizes == TINY["hidden_sizes"] and backbone.config.embedding_size == 16
     assert backbone.config.num_audioset_classes == 10 and not backbone.training
     assert torch.equal(backbone.conv_block2.bn1.running_var, state["conv_block2.bn1.running_var"])
     # Saved from DataParallel (`module.` on every key): the same weights.
     prefixed = {f"module.{key}": value for key, value in state.items()}
-    again = Cnn14Backbone.from_panns_checkpoint(write_original(tmp_path / "dp.pth", prefixed))
+    again = load_backbone("cnn14", write_original(tmp_path / "dp.pth", prefixed))
     assert torch.equal(again.fc1.weight, state["fc1.weight"])
 
 
@@ -232,7 +232,7 @@ def test_a_file_written_with_numpy_1_loads(tmp_path):
     raw = path.read_bytes()
     assert raw.count(b"numpy._core.multiarray") == 2  # _reconstruct and scalar, memoised
     path.write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
-    backbone = Cnn14Backbone.from_panns_checkpoint(path)
+    backbone = load_backbone("cnn14", path)
     assert torch.equal(backbone.conv_block4.conv2.weight, state["conv_block4.conv2.weight"])
 
 
@@ -245,25 +245,25 @@ def test_hostile_and_wrong_files_give_clear_errors(tmp_path):
     malicious = tmp_path / "malicious.pth"
     torch.save({"model": {"bn0.weight": torch.ones(2)}, "sampler": Payload()}, malicious)
     with pytest.raises(CheckpointError, match="refused to unpickle"):
-        Cnn14Backbone.from_panns_checkpoint(malicious)
+        load_backbone("cnn14", malicious)
     good = write_original(tmp_path / "good.pth", tiny_original_state())
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="truncated"):
-        Cnn14Backbone.from_panns_checkpoint(truncated)
+        load_backbone("cnn14", truncated)
     # A PaSST state dict (a plain dict of tensors, DESIGN section 8).
     passt = {"cls_token": torch.zeros(1, 1, 8), "patch_embed.proj.weight": torch.zeros(8, 1, 16, 16)}
     passt |= {f"blocks.{i}.attn.qkv.weight": torch.zeros(24, 8) for i in range(12)}
     torch.save(passt, tmp_path / "passt.pt")
     with pytest.raises(CheckpointError, match="does not look like a cnn14 checkpoint.*blocks.0.attn.qkv.weight"):
-        Cnn14Backbone.from_panns_checkpoint(tmp_path / "passt.pt")
+        load_backbone("cnn14", tmp_path / "passt.pt")
     state = tiny_original_state()
     del state["conv_block2.bn1.running_var"]
     state["conv_block9.conv1.weight"] = torch.zeros(1)
     with pytest.raises(CheckpointError, match=r"missing: conv_block2.bn1.running_var; unexpected: conv_block9"):
-        Cnn14Backbone.from_panns_checkpoint(write_original(tmp_path / "damaged.pth", state))
+        load_backbone("cnn14", write_original(tmp_path / "damaged.pth", state))
     with pytest.raises(FileNotFoundError, match="neither a file nor a known release"):
-        Cnn14Backbone.from_panns_checkpoint(tmp_path / "absent.pth")
+        load_backbone("cnn14", tmp_path / "absent.pth")
 
 
 def test_short_input_is_refused_with_the_samples_it_needs():

@@ -14,13 +14,9 @@ from torch import nn
 from transformers import AutoModel, ClapAudioConfig, ClapAudioModel, ClapConfig, ClapModel
 
 from modeling_spa import SPAConfig, SPAFeatureExtractor, SPAForAudioClassification
-from modeling_spa.backbone_htsat import (
-    HTSATBackbone,
-    HTSATConfig,
-    config_from_original,
-    from_original_checkpoint,
-)
-from modeling_spa.checkpoints import RELEASES, CheckpointError
+from modeling_spa.backbone_htsat import HTSATConfig
+from modeling_spa.conversion import RELEASES, CheckpointError, load_backbone
+from modeling_spa.conversion.htsat import config_from_original, from_original_checkpoint
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 # spec_size 128 over 64 mel bins: 2 time chunks of 128 frames stacked, a 32 x 32 patch grid, two stages.
@@ -218,18 +214,18 @@ def test_hostile_and_foreign_files_are_named(tiny_file, tmp_path):
     malicious = tmp_path / "malicious.ckpt"
     malicious.write_bytes(pickle.dumps({"state_dict": Exploit()}))
     with pytest.raises(CheckpointError, match="refused to unpickle"):
-        HTSATBackbone.from_pretrained_htsat(str(malicious))
+        load_backbone("htsat", str(malicious))
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(good.read_bytes()[:50000])
     with pytest.raises(CheckpointError, match="truncated"):
-        HTSATBackbone.from_pretrained_htsat(str(truncated))
+        load_backbone("htsat", str(truncated))
     # A PANNs CNN14 file (its `model` dict) and a PaSST state dict are no HTS-AT checkpoints.
     cnn14 = {"model": {f"conv_block{i}.conv1.weight": torch.zeros(2, 2, 3, 3) for i in range(1, 7)}, "iteration": 1}
     with pytest.raises(CheckpointError, match="does not look like a HTS-AT checkpoint"):
-        HTSATBackbone.from_pretrained_htsat(write(tmp_path / "cnn14.pth", cnn14))
+        load_backbone("htsat", write(tmp_path / "cnn14.pth", cnn14))
     passt = {"cls_token": torch.zeros(1, 1, 8), "patch_embed.proj.weight": torch.zeros(8, 1, 16, 16)}
     with pytest.raises(CheckpointError, match="does not look like a HTS-AT checkpoint"):
-        HTSATBackbone.from_pretrained_htsat(write(tmp_path / "passt.pt", passt))
+        load_backbone("htsat", write(tmp_path / "passt.pt", passt))
 
 
 def test_missing_and_unexpected_weights_are_listed(tiny_file, tmp_path):
@@ -250,12 +246,12 @@ def test_release_short_name(tmp_path, monkeypatch):
     assert release.sha256 == "49804bf7767809be5d5bfe9dc25f401442e0d24f242dded6b6dabea56bb645b0"
     cached = tmp_path / "checkpoints" / release.filename
     with pytest.raises(FileNotFoundError) as error:
-        HTSATBackbone.from_pretrained_htsat("htsat-audioset-1")
+        load_backbone("htsat", "htsat-audioset-1")
     assert release.url in str(error.value) and str(cached) in str(error.value)
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"not the release")
     with pytest.raises(CheckpointError, match="has sha256 .* the file is damaged or not that release"):
-        HTSATBackbone.from_pretrained_htsat("htsat-audioset-1")
+        load_backbone("htsat", "htsat-audioset-1")
 
 
 # -- CLAP's audio tower ---------------------------------------------------------------------------------------------
@@ -291,7 +287,7 @@ def test_a_hub_model_offline_is_a_clear_error(monkeypatch):
     assert release.licence == "apache-2.0" and "8fa0f1c6d0433df6e97c127f64b2a1d6c0dcda8a" in release.url
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match=r"laion/clap-htsat-unfused.*Hugging Face cache.*hf download"):
-        HTSATBackbone.from_pretrained_htsat("laion/clap-htsat-unfused")
+        load_backbone("htsat", "laion/clap-htsat-unfused")
 
 
 # -- the SPA model around a tiny HTS-AT -----------------------------------------------------------------------------

@@ -16,8 +16,10 @@ from remote_code import run_without_package
 from transformers import AutoModel
 
 from modeling_spa import SPAConfig, SPAFeatureExtractor, SPAForAudioClassification
-from modeling_spa.backbone_passt import PaSSTBackbone, PaSSTConfig, PaSSTMlp, config_from_state_dict
-from modeling_spa.checkpoints import RELEASES, CheckpointError, resolve_checkpoint
+from modeling_spa.backbone_passt import PaSSTBackbone, PaSSTConfig, PaSSTMlp
+from modeling_spa.conversion import RELEASES, CheckpointError, load_backbone
+from modeling_spa.conversion.checkpoints import resolve_checkpoint
+from modeling_spa.conversion.passt import config_from_state_dict
 from modeling_spa.frontend import LogMelFrontend, frontend_preset
 from tests.peer_utils import randomize_, torchaudio_kaldi
 
@@ -228,7 +230,7 @@ def test_sibling_releases_are_read_from_the_file(peer, tmp_path):
     for name, tdim, stride, depth, max_length, table, preset in cases:
         theirs = peer_model(peer, frames=tdim, stride=stride, depth=depth, width=64, heads=1, seed=depth + stride)
         torch.save(theirs.state_dict(), tmp_path / name)
-        ours = PaSSTBackbone.from_original(tmp_path / name).eval()
+        ours = load_backbone("passt", tmp_path / name).eval()
         config = ours.config
         assert (config.max_length, config.time_positions, config.num_hidden_layers) == (max_length, table, depth), name
         assert (config.frequency_stride, config.time_stride, config.frontend_preset) == (stride, stride, preset), name
@@ -253,7 +255,7 @@ def test_short_name_is_pinned_and_offline_error_names_the_file(tmp_path, monkeyp
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     target = tmp_path / "checkpoints" / DEFAULT_FILE
     with pytest.raises(FileNotFoundError, match=rf"{release.url}.*{target}"):
-        PaSSTBackbone.from_original("passt-s-swa-ap476")
+        load_backbone("passt", "passt-s-swa-ap476")
     target.parent.mkdir(parents=True)
     target.write_bytes(b"not the release")
     with pytest.raises(CheckpointError, match="has sha256 .* damaged or not that release"):
@@ -275,19 +277,19 @@ def test_hostile_and_foreign_files_are_refused(peer, tmp_path):
     malicious = tmp_path / "malicious.pt"
     torch.save({"cls_token": torch.zeros(1), "payload": Payload()}, malicious)
     with pytest.raises(CheckpointError, match="refused to unpickle"):
-        PaSSTBackbone.from_original(malicious)
+        load_backbone("passt", malicious)
     assert not marker.exists()
 
     good = small_release(peer, tmp_path / "good.pt")
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint, or truncated"):
-        PaSSTBackbone.from_original(truncated)
+        load_backbone("passt", truncated)
 
     cnn14 = tmp_path / "Cnn14_mAP=0.431.pth"  # a PANNs file: {"model": ...}
     torch.save({"iteration": 0, "model": {"conv_block1.conv1.weight": torch.zeros(64, 1, 3, 3)}}, cnn14)
     with pytest.raises(CheckpointError, match=r"does not look like a PaSST checkpoint: 159 of its 159 weights"):
-        PaSSTBackbone.from_original(cnn14)
+        load_backbone("passt", cnn14)
 
     state = torch.load(good, weights_only=True)
     state["blocks.0.attn.extra"] = state.pop("blocks.0.attn.qkv.bias")
@@ -295,12 +297,12 @@ def test_hostile_and_foreign_files_are_refused(peer, tmp_path):
     torch.save(state, edited)
     expected = r"missing: blocks\.0\.attn\.qkv\.bias; unexpected: blocks\.0\.attn\.extra"
     with pytest.raises(CheckpointError, match=expected):
-        PaSSTBackbone.from_original(edited)
+        load_backbone("passt", edited)
     state = torch.load(good, weights_only=True)
     state["freq_new_pos_embed"] = torch.zeros(1, 64, 7, 1)
     torch.save(state, edited)
     with pytest.raises(CheckpointError, match="7 rows matches none of PaSST's released strides"):
-        PaSSTBackbone.from_original(edited)
+        load_backbone("passt", edited)
 
 
 # -- frames, time table, patchout and masking (tiny) --------------------------------------------------------------

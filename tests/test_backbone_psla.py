@@ -17,14 +17,9 @@ from torch import nn
 from transformers import AutoModel, EfficientNetModel
 
 from modeling_spa import SPAConfig, SPAFeatureExtractor, SPAForAudioClassification
-from modeling_spa.backbone_psla import (
-    PSLABackbone,
-    PSLAConfig,
-    load_psla_checkpoint,
-    static_same_padding,
-)
+from modeling_spa.backbone_psla import PSLABackbone, PSLAConfig, static_same_padding
 from modeling_spa.backbones import backbone_spec
-from modeling_spa.checkpoints import CheckpointError
+from modeling_spa.conversion import FAMILY_LICENCES, CheckpointError, load_backbone
 from modeling_spa.frontend import LogMelFrontend, frontend_preset
 from modeling_spa.windowing import window_settings
 from tests.peer_utils import randomize_, torchaudio_kaldi
@@ -261,7 +256,7 @@ def test_registry_entry_and_default_frontend():
     spec = backbone_spec("psla")
     config = SPAConfig(backbone="psla")
     assert config.frontend == {**frontend_preset("psla"), "max_frames": 1056} and config.audio_config.hidden_dim == 1408
-    assert spec.pooled_size(config.audio_config) == 1408 and spec.licence == "bsd-3-clause"
+    assert spec.pooled_size(config.audio_config) == 1408 and FAMILY_LICENCES["psla"] == "bsd-3-clause"
     assert window_settings(config).length == 400 + 1055 * 160  # long clips are scored in windows of 1056 frames
     short = SPAConfig(backbone="psla", audio_config={**PSLAConfig().to_dict(), "max_length": 500})
     assert short.frontend["max_frames"] == 500
@@ -274,7 +269,7 @@ def test_sibling_checkpoints_read_their_sizes_from_the_file(tmp_path):
     peer = calibrated_peer("efficientnet-b0", 200, seed=5)
     state = psla_file_state(peer, heads=2, classes=200, seed=6, averaged=False)  # a single model: integer counters
     torch.save(state, tmp_path / "fsd_mdl.pth")
-    backbone = load_psla_checkpoint(tmp_path / "fsd_mdl.pth")
+    backbone = load_backbone("psla", tmp_path / "fsd_mdl.pth")
     config = backbone.config
     assert (config.width_coefficient, config.depth_coefficient, config.image_size) == (1.0, 1.0, 224)
     assert (config.hidden_dim, config.attention_heads, config.num_audioset_classes) == (1280, 2, 200)
@@ -316,33 +311,33 @@ def test_hostile_and_wrong_files_give_clear_errors(tmp_path, b2_file):
     malicious = tmp_path / "malicious.pth"
     torch.save({"module.effnet._conv_stem.weight": torch.zeros(1), "x": Exploit()}, malicious)
     with pytest.raises(CheckpointError, match="refused to unpickle"):
-        load_psla_checkpoint(malicious)
+        load_backbone("psla", malicious)
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="truncated"):
-        load_psla_checkpoint(truncated)
+        load_backbone("psla", truncated)
     passt = tmp_path / "passt.pt"  # another family's layout (PaSST)
     torch.save({"cls_token": torch.zeros(1, 1, 768), "blocks.0.attn.qkv.weight": torch.zeros(2304, 768)}, passt)
     with pytest.raises(CheckpointError, match="does not look like a PSLA checkpoint"):
-        load_psla_checkpoint(passt)
+        load_backbone("psla", passt)
     edited = dict(state)
     del edited["module.effnet._blocks.3._bn2.running_var"]
     edited["module.effnet._blocks.3._extra.weight"] = torch.zeros(1)
     torch.save(edited, tmp_path / "edited.pth")
     with pytest.raises(CheckpointError) as error:
-        load_psla_checkpoint(tmp_path / "edited.pth")
+        load_backbone("psla", tmp_path / "edited.pth")
     message = str(error.value)
     assert "missing: efficientnet.encoder.blocks.3.projection.project_bn.running_var" in message
     assert "unexpected: efficientnet._blocks.3._extra.weight" in message
     with pytest.raises(FileNotFoundError, match=r"no short name.*as_mdl_0_wa\.pth: https://www\.dropbox\.com/s/ie"):
-        load_psla_checkpoint("as_mdl_0_wa")
+        load_backbone("psla", "as_mdl_0_wa")
 
 
 def test_unknown_efficientnet_variant_is_named(tmp_path):
     peer = EfficientNet.from_name("efficientnet-b0", in_channels=1, width_coefficient=0.5)
     torch.save(psla_file_state(peer, heads=1, classes=3, seed=0), tmp_path / "odd.pth")
     with pytest.raises(CheckpointError, match="640-channel head convolution and 16 blocks is none of the variants"):
-        load_psla_checkpoint(tmp_path / "odd.pth")
+        load_backbone("psla", tmp_path / "odd.pth")
 
 
 # -- the model conventions, on a tiny config ------------------------------------------------------------------------

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_spa.checkpoints import (
+from modeling_spa.conversion.checkpoints import (
     CheckpointError,
     Release,
     load_matching,
     load_torch_checkpoint,
     resolve_checkpoint,
-    sha256_of_file,
     tensors_of,
 )
+from modeling_spa.files import sha256_of_file
 
 
 class Malicious:

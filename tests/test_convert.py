@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_ast_config
 from transformers import ASTModel, AutoFeatureExtractor, AutoModel
 
-from modeling_spa.convert import main
+from modeling_spa.cli.convert import main
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 

@@ -11,7 +11,7 @@ import torch
 from scipy.stats import spearmanr
 from test_objective import tiny_model
 
-from modeling_spa.diagnostics import (
+from modeling_spa.analysis.diagnostics import (
     AUDIO_KEYS,
     LABEL_KEYS,
     alignment_diagnostics,
@@ -111,7 +111,7 @@ def test_collapse_diagnostics_of_a_model_and_its_embeddings():
 def test_cli_recomputes_them_from_a_saved_checkpoint(tmp_path):
     model = tiny_model(spa_geometry_weight=1.0)
     model.save_pretrained(tmp_path / "ckpt")
-    done = subprocess.run([sys.executable, "-m", "modeling_spa.diagnostics", str(tmp_path / "ckpt")],
+    done = subprocess.run([sys.executable, "-m", "modeling_spa.analysis.diagnostics", str(tmp_path / "ckpt")],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout) == pytest.approx(label_space_diagnostics(model))

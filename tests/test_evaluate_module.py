@@ -10,7 +10,7 @@ import pytest
 from conftest import free_port
 
 from modeling_spa.metrics import compute_omap
-from modeling_spa.omap_module import OMAP_MODULE_ID, install_omap_metric, publish_omap_metric
+from modeling_spa.metrics.evaluate_module import OMAP_MODULE_ID, install_omap_metric, publish_omap_metric
 
 REPO = Path(__file__).resolve().parent.parent
 

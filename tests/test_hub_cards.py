@@ -6,7 +6,7 @@ import yaml
 
 from modeling_spa import SPAConfig
 from modeling_spa.frontend import frontend_preset
-from modeling_spa.hub_cards import dataset_id, render_model_card
+from modeling_spa.hub.cards import dataset_id, render_model_card
 
 RESULTS = {"validation": {"map": 0.5, "omap": 0.75}, "test": {"map": 0.4, "omap": 0.7}}
 
@@ -85,7 +85,7 @@ def test_the_card_shows_the_label_space_diagnostics_and_the_objective(tmp_path):
     assert "0.3 · L_SPA; L_SPA is the paper's Eq. 4" in render_model_card(paper, "o/s", RESULTS, template=template)
     # Without diagnostics (results from elsewhere) the section says how to compute them; a template written before
     # the section gets it after the results table.
-    assert "Not computed (see `python -m modeling_spa.diagnostics`)" in render_model_card(
+    assert "Not computed (see `python -m modeling_spa.analysis.diagnostics`)" in render_model_card(
         config(), "o/s", RESULTS, template=template
     )
     old = tmp_path / "old.md"

@@ -12,14 +12,14 @@ from scipy.stats import spearmanr
 from test_train import load_recipe
 
 from modeling_spa import SPAForAudioClassification
-from modeling_spa.frontend import frontend_preset
-from modeling_spa.label_geometry import (
+from modeling_spa.analysis.label_geometry import (
     chance_purity,
     knn_purity,
     label_geometry,
     nearest_neighbours,
     top_level_names,
 )
+from modeling_spa.frontend import frontend_preset
 from modeling_spa.label_text import encode_label_descriptions
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"

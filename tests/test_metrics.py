@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from modeling_spa.metrics import compute_omap, level_scales, nearest_positive_distance
+from modeling_spa.metrics import average_precision, compute_omap, level_scales, nearest_positive_distance
 
 # A path graph over 4 classes: 0 - 1 - 2 - 3.
 PATH4 = np.array([[0, 1, 2, 3], [1, 0, 1, 2], [2, 1, 0, 1], [3, 2, 1, 0]])
@@ -180,3 +180,14 @@ def test_bad_input_is_a_clear_value_error(references, predictions, distances, me
         distances = [[0, 1], [1, 0]]
     with pytest.raises(ValueError, match=message):
         compute_omap(np.array(references), np.array(predictions), distances)
+
+
+def test_average_precision_is_sklearns_per_class_with_ties():
+    """The library's one AP (zero-shot tags, the listening study): scikit-learn's per class, ties included."""
+    y, scores, _ = random_case(3, clips=120, classes=6, decimals=1)  # one decimal: many ties
+    expected = [average_precision_score(y[:, c], scores[:, c]) if y[:, c].any() else np.nan for c in range(6)]
+    np.testing.assert_allclose(average_precision(y, scores), expected, rtol=0, atol=1e-12)
+    # A perfect ranking is 1; a class without positives is NaN, not an error; no distance matrix is needed.
+    ap = average_precision(np.array([[1, 0], [0, 0], [0, 1]]), np.array([[0.9, 0.2], [0.1, 0.3], [0.2, 0.1]]))
+    assert ap[0] == 1.0 and ap[1] == pytest.approx(1 / 3)
+    assert np.isnan(average_precision(np.zeros((3, 1)), np.array([[0.1], [0.2], [0.3]]))[0])

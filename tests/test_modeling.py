@@ -18,7 +18,7 @@ from transformers import (
 from modeling_spa import SPAConfig, SPAFeatureExtractor, SPAForAudioClassification, SPAModel
 from modeling_spa.frontend import frontend_preset
 from modeling_spa.label_text import encode_label_descriptions
-from modeling_spa.ontology import AudioSetOntology
+from modeling_spa.taxonomy import AudioSetOntology
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 TINY_CNN = {"hidden_sizes": [8, 16], "num_mel_bins": 64, "dropout": 0.0}

@@ -7,7 +7,7 @@ from remote_code import run_without_package
 from torch._dynamo.utils import counters
 
 from modeling_spa import SPAConfig, SPAForAudioClassification
-from modeling_spa.diagnostics import label_space_diagnostics
+from modeling_spa.analysis.diagnostics import label_space_diagnostics
 from modeling_spa.frontend import frontend_preset
 from modeling_spa.label_text import encode_label_descriptions
 from modeling_spa.losses import label_geometry_loss, label_uniformity_loss, spa_contrastive_loss

@@ -17,7 +17,7 @@ import torch
 from modeling_spa import SPAConfig, SPAFeatureExtractor, SPAForAudioClassification, onnx_export, onnx_tagger
 from modeling_spa.backbone_cnn14 import Cnn14Config
 from modeling_spa.backbone_passt import PaSSTConfig
-from modeling_spa.cli import tag_file
+from modeling_spa.cli.tag import tag_file
 from modeling_spa.frontend import LogMelFrontend, frontend_preset
 from modeling_spa.windowing import window_starts
 

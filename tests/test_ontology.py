@@ -4,14 +4,14 @@ import urllib.request
 import numpy as np
 import pytest
 
-from modeling_spa import ontology_files
-from modeling_spa.ontology import (
-    DESCRIPTION_STYLES,
+from modeling_spa.label_text import DESCRIPTION_STYLES
+from modeling_spa.taxonomy import (
     AudioSetOntology,
     OntologyNode,
     check_distinct_descriptions,
     short_name,
 )
+from modeling_spa.taxonomy import audioset as ontology_files
 
 
 def test_counts_match_the_real_files(ontology):
@@ -227,8 +227,9 @@ class _FakeResponse:
     def __init__(self, data: bytes):
         self.data = data
 
-    def read(self):
-        return self.data
+    def read(self, size: int = -1):
+        chunk, self.data = (self.data, b"") if size < 0 else (self.data[:size], self.data[size:])
+        return chunk
 
     def __enter__(self):
         return self

@@ -1,10 +1,10 @@
-"""The shared table, test and plot code (modeling_spa.reporting), and the demo's table through it."""
+"""The shared table, test and plot code (modeling_spa.analysis.reporting), and the demo's table through it."""
 
 import numpy as np
 import pytest
 from recipe_loader import load_recipe
 
-from modeling_spa.reporting import (
+from modeling_spa.analysis.reporting import (
     diagnostic_curves,
     format_stat,
     markdown_table,

@@ -14,7 +14,7 @@ import matplotlib.image
 import pytest
 from test_train import REPO, load_recipe, run
 
-from modeling_spa.reporting import CURVE_PANELS, plot_training_curves
+from modeling_spa.analysis.reporting import CURVE_PANELS, plot_training_curves
 
 CLASSES = ["Siren", "White noise", "Dial tone", "Tick"]
 ODD_MID = "/m/09x0r"  # Speech: not one of the classes

@@ -21,9 +21,9 @@ from recipe_loader import load_recipe
 from safetensors.torch import load_file
 from transformers import AutoModel
 
-from modeling_spa.diagnostics import AUDIO_KEYS, LABEL_KEYS
+from modeling_spa.analysis.diagnostics import AUDIO_KEYS, LABEL_KEYS
+from modeling_spa.hub.publish import push_to_hub
 from modeling_spa.optimization import prior_bias
-from modeling_spa.publish import push_to_hub
 from modeling_spa.sampling import balanced_weights, expected_class_frequency, label_indices
 
 REPO = Path(__file__).resolve().parent.parent
@@ -181,8 +181,8 @@ def test_collapse_diagnostics_every_epoch_in_history_and_card(trained, dataset_d
     for epoch in history:  # the per-epoch table
         assert f"| {epoch['epoch']} | {epoch['train_spa_loss']:.3f} | {epoch['eval_label_cos_mean']:.3f} |" in card
     assert "L_SPA is the paper's Eq. 4" in card and "p_t learned, with bias" in card
-    command = [sys.executable, "-m", "modeling_spa.diagnostics", str(out / "model"), "--dataset", str(dataset_dir),
-               "--split", "test"]  # fmt: skip
+    command = [sys.executable, "-m", "modeling_spa.analysis.diagnostics", str(out / "model"),
+               "--dataset", str(dataset_dir), "--split", "test"]  # fmt: skip
     done = run(command, REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     recomputed = json.loads(done.stdout[done.stdout.index("{") :])
@@ -381,7 +381,7 @@ def test_spa_tag_on_mp3_and_corrupt_files(trained, dataset_dir, tmp_path):
     soundfile.write(tmp_path / "clip.mp3", stereo_44k.astype(np.float32), 44100, format="MP3")
     (tmp_path / "broken.ogg").write_bytes(b"OggS" + bytes(64))
     soundfile.write(tmp_path / "tiny.wav", np.zeros(100, dtype=np.float32), 16000)  # shorter than one frame
-    command = [sys.executable, "-m", "modeling_spa.cli", str(tmp_path / "clip.mp3"), str(tmp_path / "broken.ogg"),
+    command = [sys.executable, "-m", "modeling_spa.cli.tag", str(tmp_path / "clip.mp3"), str(tmp_path / "broken.ogg"),
                str(tmp_path / "tiny.wav"),
                "--model", str(out / "model"), "--top-k", "3", "--json"]  # fmt: skip
     done = run(command, tmp_path)

@@ -34,9 +34,9 @@ from transformers import ASTConfig, AudioClassificationPipeline
 from transformers.testing_utils import compare_pipeline_output_to_hub_spec
 
 from modeling_spa import SPAConfig, SPAFeatureExtractor, SPAForAudioClassification, SPAModel
+from modeling_spa.files import cache_dir
 from modeling_spa.frontend import frontend_preset
-from modeling_spa.ontology import AudioSetOntology
-from modeling_spa.ontology_files import cache_dir
+from modeling_spa.taxonomy import AudioSetOntology
 
 VERSION = transformers.__version__
 CACHE = cache_dir() / f"transformers-tests-{VERSION}"

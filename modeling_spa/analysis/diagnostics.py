@@ -21,7 +21,7 @@ its evaluation pass; the CLI below runs the model over a split):
 - `audio_label_auc`: the mean over clips with a positive and a negative label of the probability that the clip's
   cosine to a positive label exceeds its cosine to a negative one: the ranking the margin's scale hides.
 
-    python -m modeling_spa.diagnostics MODEL_DIR [--dataset DATA --split test]
+    python -m modeling_spa.analysis.diagnostics MODEL_DIR [--dataset DATA --split test]
 """
 
 from __future__ import annotations

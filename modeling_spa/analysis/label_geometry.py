@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .diagnostics import cosine_summary, ontology_rank_correlation
-from ..losses import pairwise_cosine
 from ..label_text import CONCAT_SEPARATOR
+from ..losses import pairwise_cosine
+from .diagnostics import cosine_summary, ontology_rank_correlation
 from .reporting import save_figure
 
 GEOMETRY_KEYS = ("ontology_spearman", "knn_purity", "knn_chance", "k", "cos_mean", "n_labels")

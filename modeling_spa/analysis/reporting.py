@@ -188,8 +188,9 @@ CURVE_PANELS = {
 
 def plot_training_curves(histories: dict[str, Sequence[dict]], path: str | Path, title: str = "") -> Path:
     """The per-epoch curves of one or more runs (name -> its `history.json` entries): losses, mAP and OmAP, and the
-    label-space diagnostics (`modeling_spa.diagnostics`), one panel each (`CURVE_PANELS`), one colour per run, one
-    line style per quantity. A quantity a run did not record (L_SPA of a baseline) is left out. PNG at `path`."""
+    label-space diagnostics (`modeling_spa.analysis.diagnostics`), one panel each (`CURVE_PANELS`), one colour per
+    run, one line style per quantity. A quantity a run did not record (L_SPA of a baseline) is left out. PNG at
+    `path`."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on servers and CI

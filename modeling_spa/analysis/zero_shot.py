@@ -15,25 +15,12 @@ Saved scores (`save_scores`: `scores.npy` (clips, texts) float32, `labels.npy` (
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..metrics import compute_omap
-
-
-def average_precision(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """AP of each column of `scores` (clips, K) against the binary `labels` (clips, K): the library's one AP
-    implementation, equal to `sklearn.metrics.average_precision_score` per column; NaN for a column without
-    positives (with a warning; a ValueError if no column has one)."""
-    # Plain AP does not depend on the class distances; OmAP's core needs a valid matrix, so it gets the trivial one.
-    distances = 1 - np.eye(labels.shape[1], dtype=np.int64)
-    with warnings.catch_warnings():
-        # Clips with none of these classes are ordinary negatives for AP; the warning is about OmAP's weights.
-        warnings.filterwarnings("ignore", message=r".*clips have no positive label", category=UserWarning)
-        return compute_omap(labels, scores, distances)["ap_per_class"]
+from ..metrics import average_precision
 
 
 def chance_ap(positives: int, clips: int) -> float:
@@ -54,7 +41,7 @@ def text_results(scores: np.ndarray, labels: np.ndarray, text_classes: Sequence[
     """For each text (a column of `scores`), the AP of its cosines against the labels of the class it names
     (`text_classes[i]`, a column of `labels`), the chance AP (`chance_ap`), the positive rate and count."""
     columns = labels[:, list(text_classes)].astype(np.float64)
-    ap = average_precision(scores, columns)
+    ap = average_precision(columns, scores)
     positives = columns.sum(axis=0)
     return [
         {

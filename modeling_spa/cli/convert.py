@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from ..backbones import BACKBONES
-from ..checkpoints import RELEASES, CheckpointError
+from ..conversion import RELEASES, CheckpointError
 
 
 def convert(

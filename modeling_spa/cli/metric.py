@@ -1,7 +1,7 @@
 """`spa-install-metric`: install the OmAP evaluate module into evaluate's cache, or publish it as a Hub Space.
 
-    spa-install-metric                          # then evaluate.load("omap") and ("spa-audio-tagging/omap") work
-    spa-install-metric --push --id ORG/omap     # create/update the Space ORG/omap (token from HF_TOKEN)
+spa-install-metric                          # then evaluate.load("omap") and ("spa-audio-tagging/omap") work
+spa-install-metric --push --id ORG/omap     # create/update the Space ORG/omap (token from HF_TOKEN)
 """
 
 from __future__ import annotations

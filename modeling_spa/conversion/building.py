@@ -18,6 +18,7 @@ from ..backbones import backbone_spec
 from ..configuration_spa import SPAConfig
 from ..label_text import DEFAULT_PROMPT, encode_label_descriptions
 from ..taxonomy import AudioSetOntology, check_distinct_descriptions
+from .loading import load_backbone
 
 
 def from_backbone(
@@ -51,11 +52,9 @@ def from_backbone(
     mids = list(label_mids) if label_mids is not None else ontology.label_mids
     texts = ontology.descriptions(description_style, mids, prompt_template)
     check_distinct_descriptions(texts, [ontology.name(mid, "full") for mid in mids])  # one text, one target
-    spec = backbone_spec(backbone)
-    if pretrained_backbone is not None and spec.load_pretrained is None:
-        raise ValueError(f"The {backbone!r} backbone cannot load pretrained weights ({pretrained_backbone!r}).")
+    backbone_spec(backbone)  # an unknown name fails before the text encoder runs
     if pretrained_backbone is not None:
-        pretrained = spec.load_pretrained(pretrained_backbone)
+        pretrained = load_backbone(backbone, pretrained_backbone)
         audio_config = pretrained.config if hasattr(pretrained, "config") else audio_config
         # Provenance without the local directory layout: a file by its name, a short name or Hub id as given.
         source = str(pretrained_backbone)

@@ -116,7 +116,7 @@ def score_split(accelerator, model, loader, audioset_head: bool = False, with_id
 
 def split_metrics(split: SplitScores, distances: np.ndarray, model=None) -> dict:
     """mAP, OmAP, OmAP_λ (and the raw per-class results under "_result") of gathered scores; with the `model` and the
-    split's E_a, the label-space collapse diagnostics (`modeling_spa.diagnostics`)."""
+    split's E_a, the label-space collapse diagnostics (`modeling_spa.analysis.diagnostics`)."""
     from ..analysis.diagnostics import collapse_diagnostics
 
     if len(split.scores) == 0:

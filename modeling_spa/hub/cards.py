@@ -50,13 +50,12 @@ def backbone_checkpoint(config) -> str:
 
 def backbone_licence(config) -> str:
     """The licence of the backbone's pretrained weights: its release's, else its family's."""
-    from ..backbones import backbone_spec
-    from ..checkpoints import RELEASES
+    from ..conversion import FAMILY_LICENCES, RELEASES
 
     if not (config.pretrained_backbone or getattr(config.audio_config, "_name_or_path", "")):
         return "none (trained from scratch)"
     release = RELEASES.get(config.pretrained_backbone or "")
-    return (release.licence if release else backbone_spec(config.backbone).licence) or "see the checkpoint's source"
+    return (release.licence if release else FAMILY_LICENCES.get(config.backbone)) or "see the checkpoint's source"
 
 
 def results_note(dataset: str) -> str:
@@ -103,12 +102,12 @@ def _diagnostics_section(results: dict[str, dict], history: list[dict] | None) -
 
     splits = {split: r for split, r in results.items() if all(k in r for k in LABEL_KEYS + AUDIO_KEYS)}
     if not splits:
-        return "Not computed (see `python -m modeling_spa.diagnostics`)."
+        return "Not computed (see `python -m modeling_spa.analysis.diagnostics`)."
     first = next(iter(splits.values()))
     lines = [
         "E_t = p_t(T̂) are the label embeddings L_SPA aligns to. A mean pairwise cosine of E_t near 1 means the label "
         "space has collapsed to one direction and the SPA head no longer carries the label texts' semantics "
-        "(`modeling_spa.diagnostics` defines every figure and recomputes them from this checkpoint).",
+        "(`modeling_spa.analysis.diagnostics` defines every figure and recomputes them from this checkpoint).",
         "",
         f"T̂ (the text encoder's label embeddings): mean pairwise cosine {_figure(first['text_cos_mean'])} (min "
         f"{_figure(first['text_cos_min'])}), Spearman correlation of cosine distance with ontology distance "
@@ -145,8 +144,8 @@ def render_model_card(
     history: list[dict] | None = None,
 ) -> str:
     """The model card text. `results` maps a split name to at least {"map": ..., "omap": ...}, plus the collapse
-    diagnostics (`modeling_spa.diagnostics`) where computed; `history`, the training epochs' summaries, adds them
-    per epoch."""
+    diagnostics (`modeling_spa.analysis.diagnostics`) where computed; `history`, the training epochs' summaries, adds
+    them per epoch."""
     results = results or {}
     dataset = dataset_id(dataset)
     card_data = ModelCardData(

@@ -34,6 +34,10 @@ def _home():
     return project_module("ontology_distances")
 
 
+ONTOLOGY_FILE = _home().ONTOLOGY_FILE
+CLASS_LABELS_FILE = _home().CLASS_LABELS_FILE
+
+
 def resolve(spec, path: str | os.PathLike | None = None) -> Path:
     """The local file of `spec` (`ONTOLOGY_FILE` or `CLASS_LABELS_FILE`): explicit path, environment variable,
     cache, else a download into the cache (pinned, sha256-checked; an error offline)."""
@@ -144,10 +148,8 @@ class AudioSetOntology:
         cls, ontology_path: str | os.PathLike | None = None, labels_path: str | os.PathLike | None = None
     ) -> AudioSetOntology:
         """Load the ontology; see `resolve` for where the files come from."""
-        home = _home()
         return _load_cached(
-            resolve(home.ONTOLOGY_FILE, ontology_path).resolve(),
-            resolve(home.CLASS_LABELS_FILE, labels_path).resolve(),
+            resolve(ONTOLOGY_FILE, ontology_path).resolve(), resolve(CLASS_LABELS_FILE, labels_path).resolve()
         )
 
     @classmethod

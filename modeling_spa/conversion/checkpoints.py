@@ -1,7 +1,7 @@
 """The public AudioSet checkpoints of the paper's backbones: finding them, reading them safely, matching their keys.
 
 - `resolve_checkpoint(source, releases)`: a local file as it is; a release's short name (e.g. `passt-s-swa-ap476`)
-  to its file in the cache (`$SPA_CACHE/checkpoints`, see `ontology_files.cache_dir`), downloaded once from its
+  to its file in the cache (`$SPA_CACHE/checkpoints`, see `modeling_spa.files.cache_dir`), downloaded once from its
   original URL and verified against the pinned sha256; offline, an error naming the file, its URL and where to put
   it.
 - `load_torch_checkpoint(path)`: `torch.load(weights_only=True)` only, never arbitrary unpickling. Files that also
@@ -13,62 +13,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
-import tempfile
-import urllib.request
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .files import cache_dir
-from .files import offline as _offline
-
-_DOWNLOAD_TIMEOUT_S = 60
-_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class Release:
-    """One public checkpoint file of a backbone family, as its authors published it.
-
-    Attributes:
-        name: the short name users pass (`pretrained_backbone="passt-s-swa-ap476"`).
-        backbone: the registry name of its family.
-        url: where the authors published it.
-        sha256: its pinned hash; the file is refused if it differs.
-        licence: the licence of the weights, for model cards.
-        description: one line for listings and cards (what it is, its published mAP).
-        file_name: its name in the cache, where the URL does not end in it (a Hub file called pytorch_model.bin).
-        direct_download: False where the URL is a page, not the file (a Google Drive folder): the file is then
-            never downloaded automatically, and the error says where to put it.
-    """
-
-    name: str
-    backbone: str
-    url: str
-    sha256: str
-    licence: str
-    description: str = ""
-    file_name: str = ""
-    direct_download: bool = True
-
-    @property
-    def filename(self) -> str:
-        """The file's name in the cache: `file_name`, else the URL's last segment without a query, `%3D` decoded."""
-        return self.file_name or self.url.split("?", 1)[0].rsplit("/", 1)[-1].replace("%3D", "=")
-
-
-RELEASES: dict[str, Release] = {}
-
-
-def register_release(release: Release) -> None:
-    RELEASES[release.name] = release
+from ..files import cache_dir, download, sha256_of_file
+from .releases import RELEASES, Release
 
 
 class CheckpointError(ValueError):
@@ -77,14 +32,6 @@ class CheckpointError(ValueError):
 
 def checkpoint_cache() -> Path:
     return cache_dir() / "checkpoints"
-
-
-def sha256_of_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _verified(path: Path, release: Release) -> Path:
@@ -104,30 +51,11 @@ def _download(release: Release, target: Path) -> Path:
             f"link, so it cannot be downloaded automatically. Download {release.filename} from there and put it at "
             f"{target}, or pass the file's path."
         )
-    if _offline():
-        raise FileNotFoundError(
-            f"The checkpoint {release.name!r} is not in the cache and downloads are off (HF_HUB_OFFLINE/SPA_OFFLINE). "
-            f"Download {release.url} and put it at {target}, or pass the file's path instead of the short name."
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with urllib.request.urlopen(release.url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
-            # Into a temporary file, renamed when complete and verified: an interrupted download leaves nothing.
-            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as tmp:
-                for chunk in iter(lambda: response.read(_CHUNK), b""):
-                    tmp.write(chunk)
-    except OSError as err:
-        raise FileNotFoundError(
-            f"Could not download the checkpoint {release.name!r} from {release.url} ({err}). Download it by other "
-            f"means and put it at {target}, or pass the file's path."
-        ) from err
-    try:
-        _verified(Path(tmp.name), release)
-    except CheckpointError:
-        os.unlink(tmp.name)
-        raise
-    os.replace(tmp.name, target)
-    return target
+        return download(release.url, target, release.sha256, f"The checkpoint {release.name!r}",
+                        "Or pass the file's path instead of the short name.")  # fmt: skip
+    except ValueError as err:  # a download that is not the release
+        raise CheckpointError(str(err)) from err
 
 
 def resolve_checkpoint(source: str | os.PathLike, releases: Mapping[str, Release] | None = None) -> Path:
@@ -229,13 +157,4 @@ def load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor], fam
     module.load_state_dict(state_dict, strict=True)
 
 
-__all__ = [
-    "RELEASES",
-    "CheckpointError",
-    "Release",
-    "load_matching",
-    "load_torch_checkpoint",
-    "register_release",
-    "resolve_checkpoint",
-    "tensors_of",
-]
+__all__ = ["CheckpointError", "load_matching", "load_torch_checkpoint", "resolve_checkpoint", "tensors_of"]
