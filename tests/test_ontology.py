@@ -219,8 +219,11 @@ def test_explicit_path_wins_over_the_environment(monkeypatch, tmp_path):
 
 def test_offline_without_files_says_how_to_provide_them(no_files, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(FileNotFoundError, match=r"SPA_ONTOLOGY.*cache.*download"):
+    with pytest.raises(FileNotFoundError) as raised:
         ontology_files.resolve(ontology_files.ONTOLOGY_FILE)
+    message = str(raised.value)  # the three ways: the variable, the cache's path, the pinned URL
+    assert "$SPA_ONTOLOGY" in message and str(no_files / "ontology.json") in message
+    assert ontology_files.ONTOLOGY_FILE.url in message and "downloads are off" in message
 
 
 class _FakeResponse:
