@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from modeling_spa import demo_sounds
-from modeling_spa.builds import ClipTask, encode_clip
+from modeling_spa.builds.shards import ClipTask, encode_clip
 from modeling_spa.data import AudioSetCollator, RandomCrop, decode_audio, default_num_workers, mix_to_mono
 
 RATE = 32000
@@ -94,7 +94,7 @@ def streamed_throughput(rows: list[dict], folder: Path, workers: int, batch_size
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from modeling_spa.builds import ROW_GROUP_SIZE, audioset_features
+    from modeling_spa.builds.shards import ROW_GROUP_SIZE, audioset_features
     from modeling_spa.splits import SplitSpec
     from modeling_spa.streaming import Rows, StreamBatchSampler, StreamReader, open_part, training_stream
 

@@ -22,6 +22,15 @@ MOVED = {
     "modeling_spa.hub_cards": "modeling_spa.hub.cards",
     "modeling_spa.publish": "modeling_spa.hub.publish",
     "modeling_spa.omap_module": "modeling_spa.metrics.evaluate_module",
+    "modeling_spa.checkpoints": "modeling_spa.conversion.checkpoints",
+    "modeling_spa.convert": "modeling_spa.cli.convert",
+    "modeling_spa.debian_packages": "modeling_spa.builds.debian",
+    "modeling_spa.qt_rcc": "modeling_spa.builds.qt_rcc",
+    "modeling_spa.mixtures": "modeling_spa.builds.mixtures",
+    "modeling_spa.demo_sounds": "modeling_spa.builds.synthetic",
+    "modeling_spa.segments": "modeling_spa.builds.audioset",
+    "modeling_spa.averaging": "modeling_spa.training.averaging",
+    "modeling_spa.optimization": "modeling_spa.training.optimization",
 }
 
 

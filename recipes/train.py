@@ -34,7 +34,6 @@ from transformers import HfArgumentParser, get_scheduler
 
 from modeling_spa import SPAFeatureExtractor, SPAForAudioClassification
 from modeling_spa.augmentation import AugmentationConfig
-from modeling_spa.averaging import ExponentialMovingAverage
 from modeling_spa.configuration_spa import check_spa_objective
 from modeling_spa.data import AudioSetCollator, load_audioset, stand_in_rows
 from modeling_spa.evaluation import evaluate
@@ -42,7 +41,6 @@ from modeling_spa.frontend import frontend_preset
 from modeling_spa.hub.cards import dataset_id, render_model_card
 from modeling_spa.hub.publish import HubPushError, push_to_hub
 from modeling_spa.loaders import evaluation_loader, loader_options, on_device, own_generator
-from modeling_spa.optimization import drop_gradients, freeze_groups, parameter_groups, set_prior_bias
 from modeling_spa.sampling import (
     BalancedSampler,
     balanced_weights,
@@ -63,6 +61,8 @@ from modeling_spa.streaming import (
     part_size,
     training_stream,
 )
+from modeling_spa.training.averaging import ExponentialMovingAverage
+from modeling_spa.training.optimization import drop_gradients, freeze_groups, parameter_groups, set_prior_bias
 
 BASELINES = {"wo_spa": (0.0, "obce"), "bce": (0.0, "bce")}  # --baseline: the paper's names -> (spa_alpha, loss)
 

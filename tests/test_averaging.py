@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from modeling_spa.averaging import ExponentialMovingAverage
+from modeling_spa.training.averaging import ExponentialMovingAverage
 
 
 def small_model() -> nn.Module:

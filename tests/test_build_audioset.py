@@ -1,4 +1,4 @@
-"""recipes/build_audioset.py and modeling_spa.builds / segments: CSVs, clip matching, layout, report, resume."""
+"""recipes/build_audioset.py and modeling_spa.builds.shards / segments: CSVs, clip matching, layout, report, resume."""
 
 import io
 import json
@@ -14,9 +14,9 @@ import pytest
 import soundfile
 from test_train import load_recipe
 
-from modeling_spa.builds import DATA_DIR, render_dataset_card
+from modeling_spa.builds.audioset import ClipIndex, Segment, SegmentsError, read_segments
+from modeling_spa.builds.shards import DATA_DIR, render_dataset_card
 from modeling_spa.data import decode_audio, load_audioset
-from modeling_spa.segments import ClipIndex, Segment, SegmentsError, read_segments
 
 REPO = Path(__file__).resolve().parent.parent
 HEADER = "# Segments csv created Sun Mar  5 10:54:31 2017\n# num_ytids=3\n"
@@ -215,7 +215,7 @@ def test_killed_build_resumes_to_the_same_bytes_with_any_worker_count(release, t
 def test_push_build_uploads_a_dataset_repo_without_the_resume_record(monkeypatch, tmp_path):
     import huggingface_hub
 
-    from modeling_spa.builds import push_build
+    from modeling_spa.builds.shards import push_build
 
     calls = {}
     monkeypatch.setattr(

@@ -15,11 +15,11 @@ import pytest
 import soundfile
 from test_train import load_recipe
 
-from modeling_spa.builds import DATA_DIR, read_audio
+from modeling_spa.builds.debian import PackageError, Pin, extract_members, fetch_packages, read_pins
+from modeling_spa.builds.mixtures import POOLS, MixturePlanner, assign_pools, target_classes
+from modeling_spa.builds.qt_rcc import RccError, read_rcc, write_rcc
+from modeling_spa.builds.shards import DATA_DIR, read_audio
 from modeling_spa.data import load_audioset
-from modeling_spa.debian_packages import PackageError, Pin, extract_members, fetch_packages, read_pins
-from modeling_spa.mixtures import POOLS, MixturePlanner, assign_pools, target_classes
-from modeling_spa.qt_rcc import RccError, read_rcc, write_rcc
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = REPO / "recipes" / "real_sounds" / "manifest.tsv"

@@ -1,4 +1,4 @@
-"""The synthetic demo sounds (`modeling_spa.demo_sounds`) and the AudioSet-format builder (recipes/)."""
+"""The synthetic demo sounds (`modeling_spa.builds.synthetic`) and the AudioSet-format builder (recipes/)."""
 
 import hashlib
 import io
@@ -14,7 +14,7 @@ import soundfile as sf
 from recipe_loader import load_recipe
 
 from modeling_spa import demo_sounds
-from modeling_spa.demo_sounds import SOUND_CLASSES, SPEECH_CLASSES, synthesize
+from modeling_spa.builds.synthetic import SOUND_CLASSES, SPEECH_CLASSES, synthesize
 
 SR = 16000
 

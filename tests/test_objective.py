@@ -11,7 +11,7 @@ from modeling_spa.analysis.diagnostics import label_space_diagnostics
 from modeling_spa.frontend import frontend_preset
 from modeling_spa.label_text import encode_label_descriptions
 from modeling_spa.losses import label_geometry_loss, label_uniformity_loss, spa_contrastive_loss
-from modeling_spa.optimization import parameter_groups
+from modeling_spa.training.optimization import parameter_groups
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 MIXUP = {"mixup_alpha": 0.3}  # soft labels reach every term

@@ -11,7 +11,7 @@ from conftest import tiny_ast_config
 from transformers import get_scheduler
 
 from modeling_spa import SPAConfig, SPAForAudioClassification
-from modeling_spa.optimization import (
+from modeling_spa.training.optimization import (
     drop_gradients,
     freeze_groups,
     layer_depths,

@@ -23,8 +23,8 @@ from transformers import AutoModel
 
 from modeling_spa.analysis.diagnostics import AUDIO_KEYS, LABEL_KEYS
 from modeling_spa.hub.publish import push_to_hub
-from modeling_spa.optimization import prior_bias
 from modeling_spa.sampling import balanced_weights, expected_class_frequency, label_indices
+from modeling_spa.training.optimization import prior_bias
 
 REPO = Path(__file__).resolve().parent.parent
 BAD_CLIPS = ["synth_bad_unreadable", "synth_bad_empty", "synth_bad_nan", "synth_bad_truncated",

@@ -13,7 +13,7 @@ from conftest import tiny_ast_config
 from transformers import pipeline
 
 from modeling_spa import SPAConfig, SPAFeatureExtractor, SPAForAudioClassification
-from modeling_spa.cli import tag as cli
+from modeling_spa.cli.tag import tag as cli
 from modeling_spa.data import decode_audio
 from modeling_spa.frontend import LogMelFrontend, frontend_preset
 from modeling_spa.windowing import WindowSettings, aggregate_logits, frontend_span, window_settings, window_starts

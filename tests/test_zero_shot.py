@@ -14,7 +14,7 @@ from test_train import load_recipe
 
 from modeling_spa import SPAForAudioClassification
 from modeling_spa.analysis.zero_shot import chance_ap, load_scores, save_scores, text_results
-from modeling_spa.cli import tag as cli
+from modeling_spa.cli.tag import tag as cli
 from modeling_spa.frontend import frontend_preset
 from modeling_spa.label_text import encode_label_descriptions, free_text_description
 from modeling_spa.windowing import window_settings

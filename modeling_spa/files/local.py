@@ -31,13 +31,14 @@ def sha256_of_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def write_json(path: str | os.PathLike, value, indent: int | None = 2) -> Path:
+def write_json(path: str | os.PathLike, value, indent: int | None = 2, sort_keys: bool = False) -> Path:
     """Write `value` as JSON through a temporary file and a rename: a reader never sees half a file, and a process
     killed while writing leaves the previous version."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".part", encoding="utf-8") as tmp:
-        json.dump(value, tmp, indent=indent)
+        json.dump(value, tmp, indent=indent, sort_keys=sort_keys)
+        tmp.write("\n")
     os.replace(tmp.name, path)
     return path
 

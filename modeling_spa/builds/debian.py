@@ -9,7 +9,6 @@ read from it in Python, so neither dpkg nor root is needed to extract them.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import shutil
 import subprocess
@@ -17,6 +16,8 @@ import tarfile
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..files import sha256_of_file
 
 
 class PackageError(RuntimeError):
@@ -41,14 +42,6 @@ def read_pins(path: str | Path) -> dict[str, Pin]:
     with open(path, encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     return {row["package"]: Pin(row["package"], row["version"], row["architecture"], row["sha256"]) for row in rows}
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _download(pins: Sequence[Pin], folder: Path) -> str:
@@ -81,7 +74,7 @@ def fetch_packages(pins: Sequence[Pin], folder: str | Path) -> dict[str, Path]:
             f"{' '.join(f'{pin.package}={pin.version}' for pin in missing)}`), then build again."
         )
     for pin in pins:
-        actual = sha256_file(folder / pin.filename)
+        actual = sha256_of_file(folder / pin.filename)
         if actual != pin.sha256:
             raise PackageError(
                 f"{folder / pin.filename}: sha256 {actual} is not the pinned {pin.sha256} (another build of "

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .builds import audio_row, encode_flac
+from .shards import audio_row, encode_flac
 
 POOLS = ("train", "validation", "test")
 POOL_SHARES = {"train": 0.6, "validation": 0.2, "test": 0.2}
@@ -203,7 +203,7 @@ def load_waves(sources_dir: str, rate: int) -> dict[str, np.ndarray]:
     import pyarrow.parquet as pq
     import soundfile
 
-    from .builds import DATA_DIR
+    from .shards import DATA_DIR
 
     waves = {}
     for shard in sorted((Path(sources_dir) / DATA_DIR).glob("*.parquet")):

@@ -24,7 +24,6 @@ How a build stays correct when it is killed and rerun:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import multiprocessing
@@ -36,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
+
+from ..files import sha256_of_bytes, sha256_of_file, write_json
 
 DATA_DIR = "data"
 STATE_DIR = ".build"
@@ -97,7 +98,7 @@ def resample(mono: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
     """soxr at the library's one resampling quality, so every path gives the same samples."""
     import soxr
 
-    from .windowing import RESAMPLE_QUALITY
+    from ..windowing import RESAMPLE_QUALITY
 
     if rate == target_rate:
         return mono.astype(np.float32)
@@ -213,13 +214,7 @@ def shard_key(shard: Shard, settings: dict) -> str:
         "settings": settings,
         "tasks": [dataclasses.asdict(task) for task in shard.tasks],
     }
-    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _write_json_atomic(path: Path, value) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    return sha256_of_bytes(json.dumps(record, sort_keys=True, default=str).encode())
 
 
 def shard_records(folder: str | Path) -> dict[str, dict]:
@@ -240,7 +235,7 @@ def _write_record(folder: Path, name: str, record: dict | None) -> None:
         path.unlink(missing_ok=True)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(path, record)
+    write_json(path, record, indent=1, sort_keys=True)
 
 
 def _is_done(folder: Path, shard: Shard, key: str, state: dict) -> bool:
@@ -274,14 +269,12 @@ def write_shard(folder: Path, shard: Shard, rows: list[dict], features) -> tuple
     table = pa.Table.from_pylist(rows, schema=features.arrow_schema)
     tmp = folder / STATE_DIR / f"{shard.name}.tmp"
     pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE)
-    digest = hashlib.sha256()
+    digest = sha256_of_file(tmp)
     with open(tmp, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
         os.fsync(handle.fileno())  # the bytes are on disk before the name says the shard is complete
     size = tmp.stat().st_size
     os.replace(tmp, folder / DATA_DIR / shard.name)
-    return size, digest.hexdigest()
+    return size, digest
 
 
 def _pool_context(work: Callable):
@@ -388,7 +381,7 @@ def build_shards(
         bar.close()
         outputs.close()  # ends the pool, also when a worker raised
     result.report = build_report(shards, state)
-    _write_json_atomic(folder / REPORT_FILE, result.report)
+    write_json(folder / REPORT_FILE, result.report, indent=1, sort_keys=True)
     return result
 
 
@@ -445,7 +438,7 @@ def render_dataset_card(
 
     from huggingface_hub import DatasetCardData
 
-    from .hub.cards import read_template
+    from ..hub.cards import read_template
 
     counts = split_counts(report)
     total = sum(counts.values())
@@ -476,7 +469,7 @@ def render_dataset_card(
 
 def push_build(folder: str | Path, repo_id: str, private: bool = False) -> str:
     """Upload a build folder as a dataset repo (the resume record stays local); the commit URL."""
-    from .hub.publish import push_to_hub
+    from ..hub.publish import push_to_hub
 
     return push_to_hub(
         folder,
