@@ -12,8 +12,8 @@ One build is one config of the Hub copy `agkphysics/AudioSet`, with its split na
 
 Every clip is decoded (any format soundfile reads), mixed to mono, resampled once to `--rate` (soxr) and stored as
 16-bit FLAC, in shards of `--clips-per-shard` segments in CSV order. A killed build continues where it stopped when
-run again with the same arguments (`modeling_spa.builds.shards`); the same inputs give byte-identical shards whatever the
-number of workers. Missing and unreadable clips are counted, listed with their reasons in `build_report.json` and
+run again with the same arguments (`modeling_spa.builds.shards`); the same inputs give byte-identical shards whatever
+the number of workers. Missing and unreadable clips are counted, listed with their reasons in `build_report.json` and
 printed. How clip files are named and matched: `modeling_spa.builds.audioset`.
 """
 

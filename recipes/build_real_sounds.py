@@ -12,7 +12,8 @@ installing; GCompris' sounds come out of its Qt resource bundles.
 Outputs, two AudioSet-format builds (`load_audioset(DIR, split)`; `recipes/train.py --dataset DIR --classes
 DIR/classes.json`), both with the extra columns `source` and `licence`:
     OUTPUT/sources/    one row per recording, split into disjoint train / validation / test pools of recordings
-                       (`modeling_spa.builds.mixtures`); labels as reviewed; clips shorter than 0.5 s padded with silence
+                       (`modeling_spa.builds.mixtures`); labels as reviewed; clips shorter than 0.5 s padded with
+                       silence
     OUTPUT/mixtures/   `--num-*` clips of `--duration` s per split: 1-3 recordings of that split's pool at random
                        levels, offsets and crops over a faint noise floor, labelled with the union of their labels
                        over the target classes (classes with at least `--min-recordings` recordings and some in
