@@ -39,7 +39,7 @@ from modeling_spa.builds import (
     report_summary,
 )
 from modeling_spa.ontology import AudioSetOntology
-from modeling_spa.segments import CONFIG_FILES, ClipIndex, Segment, config_segments
+from modeling_spa.segments import CONFIG_FILES, ClipIndex, Segment, SegmentsError, config_segments
 
 CLASSES_FILE = "classes.json"
 
@@ -160,4 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (SegmentsError, FileNotFoundError) as err:  # bad or missing CSVs: the message names file and line
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
