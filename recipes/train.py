@@ -463,13 +463,20 @@ def checkpoint_dirs(output_dir: Path) -> list[Path]:
 
 
 def save_checkpoint(
-    accelerator: Accelerator, output_dir: Path, state: dict, keep: int, stream: StreamBatchSampler | None = None
+    accelerator: Accelerator,
+    output_dir: Path,
+    state: dict,
+    keep: int,
+    stream: StreamBatchSampler | None = None,
+    epoch_sums: dict[str, float] | None = None,
 ) -> None:
     """save_state into a temporary folder, then rename: a run killed while saving keeps its last checkpoint.
 
     A streamed run also records, in trainer_state.json, each process's read position after the batches the state
-    covers (`stream.positions`, in process order): a resumed run continues reading there.
+    covers (`stream.positions`, in process order): a resumed run continues reading there. Mid-epoch, `epoch_sums`
+    (`epoch_totals`) are the epoch's loss sums so far, from which a resumed run continues its epoch mean.
     """
+    state["epoch_sums"] = epoch_sums
     if stream is not None:
         position = stream.position_after(state["stream"]["batches"])
         state["stream"]["positions"] = gather_object([[position.pass_index, position.rows]])
@@ -598,18 +605,21 @@ def check_step(accelerator, model, grad_norm: torch.Tensor, clip_ids: list[str],
 
 
 def train_epoch(accelerator, model, optimizer, scheduler, loader, state: dict, args, progress, extras: dict):
-    """One epoch from `state` (resumable mid-epoch); returns the mean loss parts, skipped clips and steps.
+    """One epoch from `state` (resumable mid-epoch); returns the mean loss parts over the epoch's batches on all
+    processes (those before a resume included), skipped clips and steps.
 
     Nothing is read back from the device but the gradient norm, once per optimizer step (`check_step`), and the
-    loss means at logging steps: loss sums stay on the device, and bad clips are replaced in the batch rather than
-    selected out (`stand_in_rows`), so the batch shape never changes. A step whose gradients are not finite is
-    skipped and its losses are left out of the means. `extras`: the backbone's parameters and its frozen steps
-    (their gradients are dropped then, see `freeze_groups`), and the weight average to update after each step.
+    loss sums at logging steps and checkpoints (`epoch_totals`): loss sums stay on the device, and bad clips are
+    replaced in the batch rather than selected out (`stand_in_rows`), so the batch shape never changes. A step whose
+    gradients are not finite is skipped and its losses are left out of the means. `extras`: the backbone's
+    parameters and its frozen steps (their gradients are dropped then, see `freeze_groups`), and the weight average
+    to update after each step.
     """
     epoch = state["epoch"]
     # A stream's batch sampler starts after the batches done by itself, without reading them again.
     loader = epoch_loader(accelerator, loader, epoch, 0 if extras["stream"] is not None else state["batches_in_epoch"])
-    sums, batches, skipped, skipped_steps, window_ids = {}, 0, [], 0, []
+    sums, batches = resumed_sums(accelerator, state)
+    skipped, skipped_steps, window_ids = [], 0, []
     for batch in loader:
         state["batches_in_epoch"] += 1
         if "stream" in state:
@@ -646,16 +656,16 @@ def train_epoch(accelerator, model, optimizer, scheduler, loader, state: dict, a
         state["completed_steps"] += 1
         progress.update(1)
         if state["completed_steps"] % args.logging_steps == 0:
-            means = {name: (value / max(batches, 1)).item() for name, value in sums.items()}
+            means = epoch_means(epoch_totals(accelerator, sums, batches))
             progress.set_postfix(epoch=epoch, loss=f"{means['loss']:.4f}")
             accelerator.log({f"train/{k}": v for k, v in means.items()} | learning_rates(optimizer, "lr/"),
                             step=state["completed_steps"])  # fmt: skip
         if state["completed_steps"] % args.checkpointing_steps == 0:
-            save_checkpoint(accelerator, Path(args.output_dir), state, args.keep_checkpoints, extras["stream"])
+            save_checkpoint(accelerator, Path(args.output_dir), state, args.keep_checkpoints, extras["stream"],
+                            epoch_totals(accelerator, sums, batches))  # fmt: skip
         if state["completed_steps"] >= (args.max_steps or float("inf")):
             break
-    means = {name: (value / max(int(batches), 1)).item() for name, value in sums.items()}
-    return means, skipped, skipped_steps
+    return epoch_means(epoch_totals(accelerator, sums, batches)), skipped, skipped_steps
 
 
 def epoch_loader(accelerator, loader, epoch: int, batches_done: int = 0):
@@ -668,6 +678,32 @@ def epoch_loader(accelerator, loader, epoch: int, batches_done: int = 0):
         loader = accelerator.skip_first_batches(loader, batches_done)
         loader.set_epoch(epoch)  # its own iteration count, which it sets its sampler to (single process)
     return loader
+
+
+def epoch_totals(accelerator, sums: dict[str, torch.Tensor], batches) -> dict[str, float]:
+    """The loss sums of the epoch so far and the batches they cover (`batches`), over all processes: a collective,
+    which every process reaches at the same step. One read from the device."""
+    names = list(sums)
+    device = accelerator.device
+    values = torch.stack([sums[name].float() for name in names] + [torch.as_tensor(batches, device=device).float()])
+    return dict(zip([*names, "batches"], accelerator.reduce(values, reduction="sum").tolist(), strict=True))
+
+
+def epoch_means(totals: dict[str, float]) -> dict[str, float]:
+    """Each loss part's mean over the epoch's batches so far (`epoch_totals`)."""
+    return {name: value / max(totals["batches"], 1) for name, value in totals.items() if name != "batches"}
+
+
+def resumed_sums(accelerator, state: dict) -> tuple[dict[str, torch.Tensor], torch.Tensor | int]:
+    """The loss sums and batch count an epoch starts from: none at its start; resumed mid-epoch, the totals of the
+    interrupted run's batches (its checkpoint's `epoch_totals`), so that the epoch's mean covers all its batches. The
+    first process carries them, the others start at zero with the same parts (the totals add up over processes)."""
+    totals = state.get("epoch_sums") if state["batches_in_epoch"] else None
+    if not totals:
+        return {}, 0
+    share = 1.0 if accelerator.is_main_process else 0.0
+    sums = {name: torch.tensor(value * share, device=accelerator.device) for name, value in totals.items()}
+    return sums, sums.pop("batches")
 
 
 # Epoch summary prefixes -> tracker namespaces. The epoch means of the training losses get their own namespace: the

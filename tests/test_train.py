@@ -271,6 +271,8 @@ def test_killed_run_resumes_to_the_same_weights(trained_all_on, dataset_dir, tmp
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "model").exists()  # killed before the end
+    state = json.loads((out / "checkpoints" / "step_2" / "trainer_state.json").read_text())
+    assert state["batches_in_epoch"] == 2 and state["epoch_sums"]["batches"] == 2  # in epoch 0, of 5 batches
     done = run(train_command(dataset_dir, out, *ALL_ON, "--resume_from_checkpoint", "latest"), REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Resumed from" in done.stdout
@@ -279,6 +281,17 @@ def test_killed_run_resumes_to_the_same_weights(trained_all_on, dataset_dir, tmp
         assert resumed.keys() == uninterrupted.keys()
         for key in resumed:
             torch.testing.assert_close(resumed[key], uninterrupted[key], rtol=1e-5, atol=1e-6, msg=f"{folder} {key}")
+    assert_same_epoch_losses(out, full)
+
+
+def assert_same_epoch_losses(resumed: Path, uninterrupted: Path) -> None:
+    """Every epoch's mean training losses in history.json: an epoch resumed mid-way covers all its batches."""
+    histories = [json.loads((run / "history.json").read_text()) for run in (resumed, uninterrupted)]
+    assert [epoch["epoch"] for epoch in histories[0]] == [epoch["epoch"] for epoch in histories[1]]
+    for ours, theirs in zip(*histories, strict=True):
+        losses = {key: value for key, value in theirs.items() if key.startswith("train_") and key.endswith("_loss")}
+        assert "train_loss" in losses and "train_spa_loss" in losses
+        assert {key: ours[key] for key in losses} == pytest.approx(losses, rel=1e-5), ours["epoch"]
 
 
 def test_unknown_label_is_an_error_naming_it(dataset_dir, tmp_path):
@@ -349,6 +362,7 @@ def test_two_process_run_resumed_mid_epoch_ends_with_the_same_weights(ddp_all_on
         resumed, uninterrupted = (load_file(run / folder / "model.safetensors") for run in (out, ddp_all_on))
         for key in resumed:
             torch.testing.assert_close(resumed[key], uninterrupted[key], rtol=1e-5, atol=1e-6, msg=f"{folder} {key}")
+    assert_same_epoch_losses(out, ddp_all_on)  # the epoch means over both processes, step 4's batches included
 
 
 def test_two_processes_use_every_position_of_an_epoch_once(dataset_dir, tmp_path):
