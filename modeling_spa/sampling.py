@@ -7,9 +7,9 @@ Clips are drawn with replacement from those weights, `num_samples` per epoch, fr
 continues exactly (the training loop skips the batches it already did).
 
 Under several processes the draw is one global sequence, split without overlap: Accelerate's prepared loader deals
-its batches out in turn (`BatchSamplerShard`; leave `num_replicas` at 1 there), and a plain DDP loop gives each rank
-`num_replicas`/`rank`, which take every `num_replicas`-th index, like `DistributedSampler`. Either way the ranks
-together draw `num_samples` clips from the weights, and no position of the draw is used twice.
+its batches out in turn (`BatchSamplerShard`; leave `num_replicas` at 1 there, and give `multiple_of` = batch size x
+processes, see `BalancedSampler`), and a plain DDP loop gives each rank `num_replicas`/`rank`, which take every
+`num_replicas`-th index, like `DistributedSampler`. Either way the ranks together use every position of the draw once.
 """
 
 from __future__ import annotations
@@ -90,7 +90,13 @@ class BalancedSampler(Sampler[int]):
 
     The draw depends on (seed, epoch) only; call `set_epoch` before each epoch (Accelerate's loaders do when the
     training loop calls their `set_epoch`). With `num_replicas` > 1 this process yields its share of the global
-    draw (every `num_replicas`-th index from `rank`), the global draw rounded up to a multiple of `num_replicas`.
+    draw (every `num_replicas`-th index from `rank`).
+
+    The global draw is `num_samples` rounded up to a multiple of `multiple_of` x `num_replicas`. Under Accelerate,
+    `multiple_of` = batch size x processes makes the draw whole rounds of full batches: Accelerate deals batches out
+    in turn and (`even_batches`, its default) completes a short last round from the start of the draw, which would
+    use those positions twice. Up, not down: extra draws with replacement lose nothing, whereas rounding down would
+    draw fewer clips than asked (none at all below one round).
     """
 
     def __init__(
@@ -100,6 +106,7 @@ class BalancedSampler(Sampler[int]):
         seed: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
+        multiple_of: int = 1,
     ):
         self.weights = np.asarray(weights, dtype=np.float64)
         if self.weights.ndim != 1 or not np.isfinite(self.weights).all() or (self.weights < 0).any():
@@ -108,12 +115,16 @@ class BalancedSampler(Sampler[int]):
             raise ValueError("every clip weighs 0: the training split has no labelled clip")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+        if multiple_of < 1:
+            raise ValueError(f"multiple_of must be at least 1, got {multiple_of}")
         self.num_samples = len(self.weights) if num_samples is None else int(num_samples)
         self.seed, self.num_replicas, self.rank, self.epoch = seed, num_replicas, rank, 0
+        self.multiple_of = multiple_of
 
     @property
     def total_size(self) -> int:
-        return math.ceil(self.num_samples / self.num_replicas) * self.num_replicas
+        unit = self.multiple_of * self.num_replicas
+        return math.ceil(self.num_samples / unit) * unit
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

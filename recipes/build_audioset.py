@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from modeling_spa.builds.audioset import CONFIG_FILES, ClipIndex, Segment, config_segments
+from modeling_spa.builds.audioset import CONFIG_FILES, ClipIndex, Segment, SegmentsError, config_segments
 from modeling_spa.builds.shards import (
     REPORT_FILE,
     ClipTask,
@@ -160,4 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (SegmentsError, FileNotFoundError) as err:  # bad or missing CSVs: the message names file and line
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)

@@ -408,7 +408,8 @@ def _answers(raw: dict, known: set[str]) -> tuple[dict[str, tuple[bool, int]], l
     """The complete answers of a file (presence and confidence both given) and its problems.
 
     An item with neither is unanswered; one with only one of the two is unanswered too (the page saves as the rater
-    goes), not a problem. Unknown items and values outside yes/no and 1-5 are problems.
+    goes), not a problem. Unknown items, an answer that is not an object (the page writes only objects, so "yes" or
+    null is a damaged file, not a missing answer) and values outside yes/no and 1-5 are problems.
     """
     answers, problems = {}, []
     unknown = sorted(set(raw) - known)
@@ -418,7 +419,9 @@ def _answers(raw: dict, known: set[str]) -> tuple[dict[str, tuple[bool, int]], l
         if item not in known:
             continue
         present, confidence = _get(answer, "present"), _get(answer, "confidence")
-        if present is not None and not isinstance(present, bool):
+        if not isinstance(answer, dict):
+            problems.append(f"item {item}: an answer must be an object (present, confidence), got {answer!r}")
+        elif present is not None and not isinstance(present, bool):
             problems.append(f"item {item}: present must be true or false, got {present!r}")
         elif confidence is not None and (type(confidence) is not int or not 1 <= confidence <= 5):
             problems.append(f"item {item}: confidence must be an integer 1-5, got {confidence!r}")

@@ -335,17 +335,36 @@ def make_loader(
     )
 
 
-def map_loaders(model, data_args: DataArguments, args, plan: dict, options: dict, new_classifier: bool):
-    """The training loader and the evaluation loaders (by split name) of downloaded splits."""
+def map_loaders(
+    model, data_args: DataArguments, args, plan: dict, options: dict, new_classifier: bool, num_processes: int = 1
+):
+    """The training loader and the evaluation loaders (by split name) of downloaded splits.
+
+    Under several processes an epoch is whole rounds of full batches (batch size x processes clips), so that
+    Accelerate, which deals the batches out in turn, has nothing to even out: by default it completes a short last
+    round from the start of the epoch's order, and those clips would be used twice. The balanced draw is rounded up
+    (`BalancedSampler`); a uniform shuffle cannot grow without repeating clips, so its last incomplete round is
+    dropped (fewer than batch x processes clips, others every epoch as the order changes). One process has nothing
+    to even out: its epoch ends with a short batch, as given. Gradient accumulation needs no rounding: a window cut
+    short by the epoch's end steps there (Accelerate's end of dataloader), and no clip is used twice.
+    """
     train_split = load_part(data_args, plan["train"])
     if data_args.balanced_sampling or new_classifier:
         weights, frequency = label_statistics(train_split, model, data_args)
         if new_classifier:  # a resumed or fine-tuned model keeps its own
             set_prior_bias(model.classifier, frequency)
-    sampler = BalancedSampler(weights, data_args.epoch_length, args.seed) if data_args.balanced_sampling else None
-    # A compiled step must see one batch shape: drop the last, smaller batch of an epoch.
+    several = num_processes > 1
+    rounds = args.batch_size * num_processes if several else 1
+    sampler = (BalancedSampler(weights, data_args.epoch_length, args.seed, multiple_of=rounds)
+               if data_args.balanced_sampling else None)  # fmt: skip
+    # A compiled step must also see one batch shape: drop the last, smaller batch of an epoch.
+    drop_last = several or args.torch_compile
+    clips = len(sampler if sampler is not None else train_split)
+    if drop_last and clips < args.batch_size * num_processes:
+        raise ValueError(f"{plan['train'].describe()}: an epoch of {clips} clips does not fill one batch of "
+                         f"{args.batch_size} on each of {num_processes} process(es): lower --batch_size.")  # fmt: skip
     train_loader = make_loader(train_split, model, data_args, args.batch_size, True, args.seed, sampler,
-                               drop_last=args.torch_compile, options=options)  # fmt: skip
+                               drop_last=drop_last, options=options)  # fmt: skip
     eval_loaders = {
         spec.name: make_loader(
             load_part(data_args, spec), model, data_args, args.eval_batch_size, False, args.seed, options=options
@@ -444,13 +463,20 @@ def checkpoint_dirs(output_dir: Path) -> list[Path]:
 
 
 def save_checkpoint(
-    accelerator: Accelerator, output_dir: Path, state: dict, keep: int, stream: StreamBatchSampler | None = None
+    accelerator: Accelerator,
+    output_dir: Path,
+    state: dict,
+    keep: int,
+    stream: StreamBatchSampler | None = None,
+    epoch_sums: dict[str, float] | None = None,
 ) -> None:
     """save_state into a temporary folder, then rename: a run killed while saving keeps its last checkpoint.
 
     A streamed run also records, in trainer_state.json, each process's read position after the batches the state
-    covers (`stream.positions`, in process order): a resumed run continues reading there.
+    covers (`stream.positions`, in process order): a resumed run continues reading there. Mid-epoch, `epoch_sums`
+    (`epoch_totals`) are the epoch's loss sums so far, from which a resumed run continues its epoch mean.
     """
+    state["epoch_sums"] = epoch_sums
     if stream is not None:
         position = stream.position_after(state["stream"]["batches"])
         state["stream"]["positions"] = gather_object([[position.pass_index, position.rows]])
@@ -579,23 +605,21 @@ def check_step(accelerator, model, grad_norm: torch.Tensor, clip_ids: list[str],
 
 
 def train_epoch(accelerator, model, optimizer, scheduler, loader, state: dict, args, progress, extras: dict):
-    """One epoch from `state` (resumable mid-epoch); returns the mean loss parts, skipped clips and steps.
+    """One epoch from `state` (resumable mid-epoch); returns the mean loss parts over the epoch's batches on all
+    processes (those before a resume included), skipped clips and steps.
 
     Nothing is read back from the device but the gradient norm, once per optimizer step (`check_step`), and the
-    loss means at logging steps: loss sums stay on the device, and bad clips are replaced in the batch rather than
-    selected out (`stand_in_rows`), so the batch shape never changes. A step whose gradients are not finite is
-    skipped and its losses are left out of the means. `extras`: the backbone's parameters and its frozen steps
-    (their gradients are dropped then, see `freeze_groups`), and the weight average to update after each step.
+    loss sums at logging steps and checkpoints (`epoch_totals`): loss sums stay on the device, and bad clips are
+    replaced in the batch rather than selected out (`stand_in_rows`), so the batch shape never changes. A step whose
+    gradients are not finite is skipped and its losses are left out of the means. `extras`: the backbone's
+    parameters and its frozen steps (their gradients are dropped then, see `freeze_groups`), and the weight average
+    to update after each step.
     """
     epoch = state["epoch"]
-    # The samplers' order depends on (seed, epoch) only. Set on the prepared loader first: under DDP, a skipping
-    # loader's set_epoch does not reach the sampler (Accelerate's BatchSamplerShard hides it), which it shares.
-    loader.set_epoch(epoch)
-    if state["batches_in_epoch"] and extras["stream"] is None:  # resumed mid-epoch: the interrupted run's order,
-        # minus what it did (a stream's batch sampler starts after it by itself, without reading those batches again)
-        loader = accelerator.skip_first_batches(loader, state["batches_in_epoch"])
-        loader.set_epoch(epoch)  # its own iteration count, which it sets its sampler to (single process)
-    sums, batches, skipped, skipped_steps, window_ids = {}, 0, [], 0, []
+    # A stream's batch sampler starts after the batches done by itself, without reading them again.
+    loader = epoch_loader(accelerator, loader, epoch, 0 if extras["stream"] is not None else state["batches_in_epoch"])
+    sums, batches = resumed_sums(accelerator, state)
+    skipped, skipped_steps, window_ids = [], 0, []
     for batch in loader:
         state["batches_in_epoch"] += 1
         if "stream" in state:
@@ -632,16 +656,54 @@ def train_epoch(accelerator, model, optimizer, scheduler, loader, state: dict, a
         state["completed_steps"] += 1
         progress.update(1)
         if state["completed_steps"] % args.logging_steps == 0:
-            means = {name: (value / max(batches, 1)).item() for name, value in sums.items()}
+            means = epoch_means(epoch_totals(accelerator, sums, batches))
             progress.set_postfix(epoch=epoch, loss=f"{means['loss']:.4f}")
             accelerator.log({f"train/{k}": v for k, v in means.items()} | learning_rates(optimizer, "lr/"),
                             step=state["completed_steps"])  # fmt: skip
         if state["completed_steps"] % args.checkpointing_steps == 0:
-            save_checkpoint(accelerator, Path(args.output_dir), state, args.keep_checkpoints, extras["stream"])
+            save_checkpoint(accelerator, Path(args.output_dir), state, args.keep_checkpoints, extras["stream"],
+                            epoch_totals(accelerator, sums, batches))  # fmt: skip
         if state["completed_steps"] >= (args.max_steps or float("inf")):
             break
-    means = {name: (value / max(int(batches), 1)).item() for name, value in sums.items()}
-    return means, skipped, skipped_steps
+    return epoch_means(epoch_totals(accelerator, sums, batches)), skipped, skipped_steps
+
+
+def epoch_loader(accelerator, loader, epoch: int, batches_done: int = 0):
+    """The prepared training loader set to `epoch`; resumed mid-epoch (`batches_done` > 0), the interrupted run's
+    order minus the batches it did."""
+    # The samplers' order depends on (seed, epoch) only. Set on the prepared loader first: under DDP, a skipping
+    # loader's set_epoch does not reach the sampler (Accelerate's BatchSamplerShard hides it), which it shares.
+    loader.set_epoch(epoch)
+    if batches_done:
+        loader = accelerator.skip_first_batches(loader, batches_done)
+        loader.set_epoch(epoch)  # its own iteration count, which it sets its sampler to (single process)
+    return loader
+
+
+def epoch_totals(accelerator, sums: dict[str, torch.Tensor], batches) -> dict[str, float]:
+    """The loss sums of the epoch so far and the batches they cover (`batches`), over all processes: a collective,
+    which every process reaches at the same step. One read from the device."""
+    names = list(sums)
+    device = accelerator.device
+    values = torch.stack([sums[name].float() for name in names] + [torch.as_tensor(batches, device=device).float()])
+    return dict(zip([*names, "batches"], accelerator.reduce(values, reduction="sum").tolist(), strict=True))
+
+
+def epoch_means(totals: dict[str, float]) -> dict[str, float]:
+    """Each loss part's mean over the epoch's batches so far (`epoch_totals`)."""
+    return {name: value / max(totals["batches"], 1) for name, value in totals.items() if name != "batches"}
+
+
+def resumed_sums(accelerator, state: dict) -> tuple[dict[str, torch.Tensor], torch.Tensor | int]:
+    """The loss sums and batch count an epoch starts from: none at its start; resumed mid-epoch, the totals of the
+    interrupted run's batches (its checkpoint's `epoch_totals`), so that the epoch's mean covers all its batches. The
+    first process carries them, the others start at zero with the same parts (the totals add up over processes)."""
+    totals = state.get("epoch_sums") if state["batches_in_epoch"] else None
+    if not totals:
+        return {}, 0
+    share = 1.0 if accelerator.is_main_process else 0.0
+    sums = {name: torch.tensor(value * share, device=accelerator.device) for name, value in totals.items()}
+    return sums, sums.pop("batches")
 
 
 # Epoch summary prefixes -> tracker namespaces. The epoch means of the training losses get their own namespace: the
@@ -687,9 +749,8 @@ def default_mixed_precision(args: TrainArguments) -> str | None:
     return "bf16" if gpu else "no"
 
 
-def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, augmentation, args = parse_arguments(sys.argv[1:] if argv is None else argv)
-    accelerator = Accelerator(
+def make_accelerator(args: TrainArguments) -> Accelerator:
+    return Accelerator(
         cpu=args.cpu,
         mixed_precision=default_mixed_precision(args),
         # Compiled after DDP wrapping, in `prepare`; None leaves the choice to `accelerate launch --dynamo_backend`.
@@ -699,6 +760,11 @@ def main(argv: list[str] | None = None) -> dict:
         project_dir=args.output_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, augmentation, args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    accelerator = make_accelerator(args)
     args.mixed_precision = accelerator.mixed_precision  # as resolved, for the model card
     try:
         results = run_training(accelerator, model_args, data_args, augmentation, args)
@@ -748,7 +814,8 @@ def run_training(accelerator: Accelerator, model_args, data_args, augmentation, 
         train_loader, eval_loaders, stream = stream_loaders(accelerator, model, data_args, args, plan, options,
                                                             resumed_state, new_classifier)  # fmt: skip
     else:
-        train_loader, eval_loaders = map_loaders(model, data_args, args, plan, options, new_classifier)
+        train_loader, eval_loaders = map_loaders(model, data_args, args, plan, options, new_classifier,
+                                                 accelerator.num_processes)  # fmt: skip
         stream = None
     accelerator.print(describe_plan(plan, data_args))
     if data_args.unknown_labels == "ignore" and not data_args.streaming:  # a stream is not read twice to count them

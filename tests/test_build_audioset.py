@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from test_train import load_recipe
+from test_train import load_recipe, run
 
 from modeling_spa.builds.audioset import ClipIndex, Segment, SegmentsError, read_segments
 from modeling_spa.builds.shards import DATA_DIR, render_dataset_card
@@ -148,6 +148,23 @@ def test_segment_csv_errors_name_the_line(tmp_path, mid_of):
         read_segments(path, known)
     path.write_text(HEADER + 'AAAAAAAAAA1, 0.000, 10.000, "/m/09x0r"\n')
     assert read_segments(path, known) == [Segment("AAAAAAAAAA1", 0.0, 10.0, ("/m/09x0r",), "eval_segments.csv:4")]
+
+
+def test_bad_segment_csvs_are_one_error_line_from_the_command(tmp_path, mid_of):
+    """An unknown mid (CSVs from another release) and a missing CSV: the message alone, no traceback."""
+    csv_dir = tmp_path / "csv"
+    csv_dir.mkdir()
+    (csv_dir / "balanced_train_segments.csv").write_text(HEADER + 'AAAAAAAAAA1, 0.000, 10.000, "/m/nothing"\n')
+    command = [sys.executable, str(REPO / "recipes" / "build_audioset.py"), "--csv-dir", str(csv_dir),
+               "--clips", str(tmp_path), "--output", str(tmp_path / "out"), "--no-progress"]  # fmt: skip
+    done = run(command, REPO, timeout=120)
+    unknown = "segment AAAAAAAAAA1 has label(s) ['/m/nothing'] that are not AudioSet labels"
+    assert (done.returncode, done.stderr) == (1, f"error: balanced_train_segments.csv:4: {unknown}\n")
+    (csv_dir / "balanced_train_segments.csv").write_text(HEADER + f'AAAAAAAAAA1, 0.000, 10.000, "{mid_of["Dog"]}"\n')
+    done = run(command, REPO, timeout=120)
+    expected = f"error: {csv_dir}: no eval_segments.csv (the balanced config's test split)\n"
+    assert (done.returncode, done.stderr) == (1, expected)
+    assert not (tmp_path / "out").exists()
 
 
 def test_clip_names_match_their_segment(tmp_path):

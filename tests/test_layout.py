@@ -9,10 +9,10 @@
 
 import ast
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from transformers.dynamic_module_utils import get_relative_import_files
 
 REPO = Path(__file__).resolve().parent.parent
@@ -127,7 +127,7 @@ def test_the_wheel_lists_every_room():
     assert rooms | {"modeling_spa"} <= listed, sorted(rooms - listed)
 
 
-@pytest.mark.parametrize("old", ["modeling_spa.diagnostics", "modeling_spa.checkpoints", "modeling_spa.ontology"])
+@pytest.mark.parametrize("old", ["modeling_spa.analysis.diagnostics", "modeling_spa.checkpoints", "modeling_spa.taxonomy"])
 def test_old_module_paths_still_import_with_a_warning(old):
     import importlib
     import sys

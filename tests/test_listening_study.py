@@ -352,3 +352,19 @@ def test_incomplete_files_fail_unless_allowed(tmp_path):
     assert result["classes"][0]["unanswered"] == 1 and result["classes"][1]["unanswered"] == 3
     with pytest.raises(study.StudyError, match="No answer files"):
         study.read_raters([], json.loads((root / "manifest.json").read_text()), False, False)
+
+
+def test_an_answer_that_is_not_an_object_is_invalid_even_when_incomplete_files_are_allowed(tmp_path):
+    root = hand_study(tmp_path)
+    path = answer_file(tmp_path / "s.json", "hand", "s", {f"i{k}": (True, 3) for k in range(6)})
+    data = json.loads(path.read_text())
+    data["answers"] |= {"i1": "yes", "i2": None, "i3": [True, 3]}  # the page writes {present, confidence, ...}
+    path.write_text(json.dumps(data))
+    with pytest.raises(study.StudyError) as caught:
+        study.main(["score", str(root), str(path), "--allow_incomplete"])
+    message = str(caught.value)
+    assert f"{path}: item i1: " in message
+    for item, value in (("i1", "'yes'"), ("i2", "None"), ("i3", "[True, 3]")):
+        assert f"item {item}: an answer must be an object (present, confidence), got {value}" in message
+    with pytest.raises(study.StudyError, match="No valid answer file is left"):
+        study.main(["score", str(root), str(path), "--allow_incomplete", "--skip_invalid"])

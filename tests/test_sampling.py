@@ -98,14 +98,22 @@ def test_ddp_shards_split_one_global_draw():
         shards.append(list(shard))
     assert len(shards[0]) == len(shards[1]) == 21  # 41 rounded up to 42, 21 each
     np.testing.assert_array_equal(np.stack(shards, axis=1).ravel(), shard.global_draw())
-    # What the recipe does: one sampler on every rank, and Accelerate deals its batches out in turn.
-    whole = BalancedSampler(weights, 41, seed=5)
+    # What the recipe does: one sampler on every rank, drawing whole rounds of batches (batch 4 x 2 processes), and
+    # Accelerate deals its batches out in turn.
+    whole = BalancedSampler(weights, 41, seed=5, multiple_of=4 * 2)
     whole.set_epoch(2)
-    batches = list(BatchSampler(whole, batch_size=4, drop_last=False))  # 10 of 4, then 1
+    assert len(whole) == 48  # 41 rounded up to 6 rounds of 8
+    batches = list(BatchSampler(whole, batch_size=4, drop_last=False))
     dealt = [list(BatchSamplerShard(BatchSampler(whole, 4, False), 2, rank)) for rank in range(2)]
-    assert dealt[0][:5] == batches[0:10:2] and dealt[1][:5] == batches[1:10:2]  # no position used twice
-    # The last, short batch is completed from the start of the draw, as Accelerate evens out batches.
-    assert dealt[0][5] == batches[10] + batches[0][:3] and len(dealt[1]) == 6
+    assert dealt[0] == batches[0::2] and dealt[1] == batches[1::2]  # 6 full batches each: nothing to even out
+    np.testing.assert_array_equal(np.ravel(list(zip(*dealt, strict=True))), whole.global_draw())  # each position once
+    # Without the rounding, Accelerate completes the short last round from the start of the draw: positions used twice.
+    short = BalancedSampler(weights, 41, seed=5)
+    short.set_epoch(2)
+    dealt = [list(BatchSamplerShard(BatchSampler(short, 4, False), 2, rank)) for rank in range(2)]
+    assert dealt[0][5] == short.global_draw()[40:].tolist() + short.global_draw()[:3].tolist()
+    with pytest.raises(ValueError, match="multiple_of must be at least 1"):
+        BalancedSampler(weights, multiple_of=0)
 
 
 def test_sampler_in_a_dataloader_is_reproducible():

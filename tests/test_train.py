@@ -271,6 +271,8 @@ def test_killed_run_resumes_to_the_same_weights(trained_all_on, dataset_dir, tmp
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "model").exists()  # killed before the end
+    state = json.loads((out / "checkpoints" / "step_2" / "trainer_state.json").read_text())
+    assert state["batches_in_epoch"] == 2 and state["epoch_sums"]["batches"] == 2  # in epoch 0, of 5 batches
     done = run(train_command(dataset_dir, out, *ALL_ON, "--resume_from_checkpoint", "latest"), REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Resumed from" in done.stdout
@@ -279,6 +281,17 @@ def test_killed_run_resumes_to_the_same_weights(trained_all_on, dataset_dir, tmp
         assert resumed.keys() == uninterrupted.keys()
         for key in resumed:
             torch.testing.assert_close(resumed[key], uninterrupted[key], rtol=1e-5, atol=1e-6, msg=f"{folder} {key}")
+    assert_same_epoch_losses(out, full)
+
+
+def assert_same_epoch_losses(resumed: Path, uninterrupted: Path) -> None:
+    """Every epoch's mean training losses in history.json: an epoch resumed mid-way covers all its batches."""
+    histories = [json.loads((run / "history.json").read_text()) for run in (resumed, uninterrupted)]
+    assert [epoch["epoch"] for epoch in histories[0]] == [epoch["epoch"] for epoch in histories[1]]
+    for ours, theirs in zip(*histories, strict=True):
+        losses = {key: value for key, value in theirs.items() if key.startswith("train_") and key.endswith("_loss")}
+        assert "train_loss" in losses and "train_spa_loss" in losses
+        assert {key: ours[key] for key in losses} == pytest.approx(losses, rel=1e-5), ours["epoch"]
 
 
 def test_unknown_label_is_an_error_naming_it(dataset_dir, tmp_path):
@@ -301,8 +314,8 @@ def launch_command() -> list[str]:
 
 
 # Two processes with the whole recipe on, the frozen backbone included (its gradients are computed and all-reduced,
-# then dropped: DDP waits for none that never comes). 20 clips an epoch over 2 processes at batch 4: 3 steps an epoch
-# (the last batch evened out); frozen for 4 steps; every checkpoint kept, for the resume test.
+# then dropped: DDP waits for none that never comes). 20 clips an epoch over 2 processes at batch 4: 24 draws (whole
+# rounds of 8), 3 steps an epoch; frozen for 4 steps; every checkpoint kept, for the resume test.
 DDP_ALL_ON = (*ALL_ON, "--num_epochs", "2", "--freeze_backbone_steps", "4", "--keep_checkpoints", "10")
 
 
@@ -317,7 +330,8 @@ def ddp_all_on(dataset_dir, tmp_path_factory):
 def test_two_processes(dataset_dir, tmp_path):
     # At α = 0, p_t gets no gradient: DDP must not wait for one. Both ranks must also exit by themselves (they used
     # to deadlock in the process group's destructor).
-    extra = ("--num_epochs", "2", "--spa_alpha", "0")
+    # Batch 5: the 30 training clips are 3 whole rounds of 2 batches, so every epoch takes each of them once.
+    extra = ("--num_epochs", "2", "--spa_alpha", "0", "--batch_size", "5")
     done = run(launch_command() + train_command(dataset_dir, tmp_path / "ddp", *extra)[1:], REPO, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     history = json.loads((tmp_path / "ddp" / "history.json").read_text())
@@ -348,6 +362,37 @@ def test_two_process_run_resumed_mid_epoch_ends_with_the_same_weights(ddp_all_on
         resumed, uninterrupted = (load_file(run / folder / "model.safetensors") for run in (out, ddp_all_on))
         for key in resumed:
             torch.testing.assert_close(resumed[key], uninterrupted[key], rtol=1e-5, atol=1e-6, msg=f"{folder} {key}")
+    assert_same_epoch_losses(out, ddp_all_on)  # the epoch means over both processes, step 4's batches included
+
+
+def test_two_processes_use_every_position_of_an_epoch_once(dataset_dir, tmp_path):
+    """The training loader recipes/train.py builds and prepares, in 2 processes at batch 4 (rounds of 8 clips): each
+    process's batches, gathered per epoch. Uniform shuffling takes 24 of the 30 training clips an epoch (the last
+    incomplete round dropped), each once; the balanced sampler draws 24 for --epoch_length 20 (rounded up), and the
+    processes' batches dealt in turn are that draw, every position once. Accelerate used to complete a short last
+    round from the start of the epoch's order, using those clips twice. A resumed epoch is the rest of the same."""
+    out = tmp_path / "draws.json"
+    arguments = train_command(dataset_dir, tmp_path / "unused", "--balanced_sampling", "--epoch_length", "20")[2:]
+    command = [*launch_command(), str(REPO / "tests" / "scripts" / "train_draws.py"), str(out), *arguments]
+    done = run(command, REPO, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = json.loads(out.read_text())
+    split = datasets.load_dataset("parquet", data_files=str(dataset_dir / "data" / "train-*.parquet"))["train"]
+    assert len(split) == 30
+    uniform = records["uniform"]
+    for epoch in uniform["epochs"]:
+        assert [len(batches) for batches in epoch] == [3, 3]  # per process
+        used = [clip for batches in epoch for batch in batches for clip in batch]
+        assert len(used) == len(set(used)) == 24 and set(used) <= set(split["video_id"])
+    assert uniform["epochs"][0] != uniform["epochs"][1]  # reshuffled: other clips are left out every epoch
+    balanced = records["balanced"]
+    for epoch, draw in zip(balanced["epochs"], balanced["draws"], strict=True):
+        assert [len(batches) for batches in epoch] == [3, 3] and len(draw) == 24
+        dealt = [clip for batches in zip(*epoch, strict=True) for batch in batches for clip in batch]
+        assert dealt == draw  # process 0's batch, process 1's, in turn: the draw in order, each position once
+    assert balanced["draws"][0] != balanced["draws"][1]
+    for record in (uniform, balanced):  # resumed after one batch: the rest of the last epoch
+        assert record["resumed"] == [batches[1:] for batches in record["epochs"][-1]]
 
 
 def test_unknown_yaml_key_is_named(tmp_path):
@@ -417,7 +462,9 @@ def test_non_finite_steps_are_skipped_reported_and_stop_the_run(capsys):
 def test_diverging_two_process_run_stops_with_a_clear_error(dataset_dir, tmp_path):
     # A learning rate of 1e30 blows the weights up after one step: every later step is non-finite. Both ranks take
     # the same decision (the gradients are all-reduced), stop with the error, and exit.
-    extra = ("--num_epochs", "1", "--learning_rate", "1e30", "--warmup_ratio", "0", "--test_split", "")
+    # Batch 3: 5 steps an epoch (30 clips in rounds of 6), enough for 3 non-finite ones in a row after the first.
+    extra = ("--num_epochs", "1", "--learning_rate", "1e30", "--warmup_ratio", "0", "--test_split", "",
+             "--batch_size", "3")  # fmt: skip
     done = run(launch_command() + train_command(dataset_dir, tmp_path / "nan", *extra)[1:], REPO, timeout=180)
     assert done.returncode != 0
     assert "error: Training stopped at step" in done.stderr and "clips of the last step: synth_" in done.stderr
