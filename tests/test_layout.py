@@ -127,7 +127,7 @@ def test_the_wheel_lists_every_room():
     assert rooms | {"modeling_spa"} <= listed, sorted(rooms - listed)
 
 
-@pytest.mark.parametrize("old", ["modeling_spa.analysis.diagnostics", "modeling_spa.checkpoints", "modeling_spa.taxonomy"])
+@pytest.mark.parametrize("old", ["modeling_spa.diagnostics", "modeling_spa.checkpoints", "modeling_spa.ontology"])
 def test_old_module_paths_still_import_with_a_warning(old):
     import importlib
     import sys
