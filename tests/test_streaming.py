@@ -31,6 +31,7 @@ from modeling_spa.streaming import (
     part_size,
     training_stream,
 )
+from modeling_spa.training.checkpointing import resumed_stream
 
 TRAIN = SplitSpec("train", "train")
 # The training recipe, with datasets' end-of-pass sleep off (see the module docstring).
@@ -168,9 +169,9 @@ def test_streaming_argument_rules():
     assert data_args.epoch_length == 64 and data_args.eval_split is None and data_args.num_workers is None
     saved = {"seed": 1, "shuffle_buffer": 4, "batch_size": 4, "num_processes": 1, "epoch_length": 16}
     with pytest.raises(ValueError, match=r"shuffle_buffer: 4 then, 8 now"):
-        recipe.resumed_stream(saved, {**saved, "shuffle_buffer": 8}, None)
+        resumed_stream(saved, {**saved, "shuffle_buffer": 8}, None)
     with pytest.raises(ValueError, match=r"epoch_length: 16 then, 32 now"):
-        recipe.resumed_stream(saved, saved, 32)
+        resumed_stream(saved, saved, 32)
 
 
 # -- a streamed training run, killed and resumed --------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 from test_train import REPO, load_recipe, run
 
 from modeling_spa.analysis.reporting import CURVE_PANELS, plot_training_curves
+from modeling_spa.training.trackers import tracker_scalars
 
 CLASSES = ["Siren", "White noise", "Dial tone", "Tick"]
 ODD_MID = "/m/09x0r"  # Speech: not one of the classes
@@ -168,15 +169,14 @@ def test_labels_outside_the_classes_are_left_out_and_counted(tracked):
 
 
 def test_tracker_scalars_flatten_an_epoch_summary():
-    train = load_recipe("train")
     summary = {"epoch": 2, "step": 40, "seconds": 3.5, "train_loss": 0.5, "train_skipped_clips": 0, "eval_map": 0.3,
                "eval_ema_omap": 0.7, "lr": {"heads": 1e-3, "backbone.layer_1": 1e-5},
                "eval_omap_per_lambda": [0.1]}  # fmt: skip
-    assert train.tracker_scalars(summary) == {
+    assert tracker_scalars(summary) == {
         "epoch": 2, "epoch/seconds": 3.5, "train_epoch/loss": 0.5, "train_epoch/skipped_clips": 0, "eval/map": 0.3,
         "eval_ema/omap": 0.7, "lr/heads": 1e-3, "lr/backbone.layer_1": 1e-5,
     }  # fmt: skip
-    assert "lr/heads" not in train.tracker_scalars(summary, skip=("lr",))
+    assert "lr/heads" not in tracker_scalars(summary, skip=("lr",))
 
 
 def test_training_curves_from_the_runs_history(tracked, tmp_path):

@@ -148,3 +148,28 @@ __all__ = [
     "prior_bias",
     "set_prior_bias",
 ]
+
+
+def make_optimizer(model: nn.Module, args) -> torch.optim.AdamW:
+    """AdamW over `parameter_groups`: heads at `args.learning_rate`, the backbone at `args.backbone_learning_rate`
+    (default: the heads' rate) with `args.layer_decay`, weight decay `args.weight_decay` where it applies."""
+    backbone_lr = args.backbone_learning_rate if args.backbone_learning_rate is not None else args.learning_rate
+    groups = parameter_groups(
+        model, model.spa.backbone, args.learning_rate, backbone_lr, args.weight_decay, args.layer_decay
+    )
+    return torch.optim.AdamW(groups, lr=args.learning_rate)
+
+
+def make_scheduler(optimizer, args, total_steps: int, frozen_steps: int, num_processes: int):
+    """`args.lr_scheduler` with `args.warmup_ratio` warm-up over `total_steps` optimizer steps, the backbone's rate held
+    at zero for `frozen_steps` (`freeze_groups`). A scheduler prepared by Accelerate steps once per process for every
+    optimizer step (its convention), so every count is multiplied by the processes."""
+    from transformers import get_scheduler
+
+    scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer,
+        num_warmup_steps=int(args.warmup_ratio * total_steps) * num_processes,
+        num_training_steps=total_steps * num_processes,
+    )
+    return freeze_groups(scheduler, frozen_steps * num_processes)
