@@ -12,8 +12,10 @@ import datasets
 import numpy as np
 import pytest
 import soundfile
-from sklearn.metrics import average_precision_score
 from test_train import load_recipe
+
+from modeling_spa.analysis import listening
+from modeling_spa.files import write_json
 
 study = load_recipe("listening_study")
 
@@ -90,48 +92,48 @@ def test_precision_at_n_by_hand_with_ties_to_the_earlier_clip():
     labels = np.array([[0, 1], [1, 0], [0, 1], [1, 1]])
     # Class 0, N=2: clips 0 (0.9) and 1 (0.5, before clip 2's equal 0.5): positives 0 + 1 -> 1/2.
     # Class 1, N=2: clips 2 and 3 (0.7 each): positives 1 + 1 -> 1.
-    np.testing.assert_allclose(study.precision_at_n(scores, labels, 2), [0.5, 1.0])
+    np.testing.assert_allclose(listening.precision_at_n(scores, labels, 2), [0.5, 1.0])
     # N=3: class 0 takes clips 0, 1, 2 -> 1/3; class 1 takes 2, 3 and then 1 (0.5) -> 2/3.
-    np.testing.assert_allclose(study.precision_at_n(scores, labels, 3), [1 / 3, 2 / 3])
+    np.testing.assert_allclose(listening.precision_at_n(scores, labels, 3), [1 / 3, 2 / 3])
     # More than the clips: all of them.
-    np.testing.assert_allclose(study.precision_at_n(scores, labels, 10), [0.5, 0.75])
+    np.testing.assert_allclose(listening.precision_at_n(scores, labels, 10), [0.5, 0.75])
 
 
 def test_classes_by_largest_absolute_difference_with_a_positive_and_ties_by_class_order():
     a = np.array([0.1, 0.5, 0.9, 0.0, 0.2])
     b = np.array([0.4, 0.2, 0.9, 0.0, 0.9])
     positives = np.array([3, 2, 5, 0, 0])  # class 4 (difference 0.7) has no positive: never a candidate
-    assert study.choose_classes(a, b, positives, 2) == [0, 1]  # |0.3| and |0.3|: a tie, kept in class order
-    assert study.choose_classes(a, b, positives, 5) == [0, 1, 2]
+    assert listening.choose_classes(a, b, positives, 2) == [0, 1]  # |0.3| and |0.3|: a tie, kept in class order
+    assert listening.choose_classes(a, b, positives, 5) == [0, 1, 2]
 
 
 def test_clips_are_the_union_of_both_top_n_drawn_with_a_seed_per_class():
     scores_a = np.array([0.9, 0.8, 0.7, 0.1, 0.0, 0.0])
     scores_b = np.array([0.0, 0.1, 0.9, 0.8, 0.7, 0.0])
     pool = {0, 1, 2, 3, 4}  # top 3 of a: 0, 1, 2; of b: 2, 3, 4
-    picked = study.choose_clips(scores_a, scores_b, 3, seed=0, class_index=7)
+    picked = listening.choose_clips(scores_a, scores_b, 3, seed=0, class_index=7)
     assert len(picked) == 3 and set(picked) <= pool and picked == sorted(picked)
-    assert picked == study.choose_clips(scores_a, scores_b, 3, seed=0, class_index=7)
-    draws = {tuple(study.choose_clips(scores_a, scores_b, 3, seed=s, class_index=7)) for s in range(20)}
+    assert picked == listening.choose_clips(scores_a, scores_b, 3, seed=0, class_index=7)
+    draws = {tuple(listening.choose_clips(scores_a, scores_b, 3, seed=s, class_index=7)) for s in range(20)}
     assert len(draws) > 1  # the seed matters
     # The same top sets: no draw, exactly them.
-    assert study.choose_clips(scores_a, scores_a, 3, seed=5, class_index=0) == [0, 1, 2]
+    assert listening.choose_clips(scores_a, scores_a, 3, seed=5, class_index=0) == [0, 1, 2]
 
 
 def test_align_reorders_clips_and_classes_and_refuses_other_splits(tmp_path):
-    a = study.read_scores(write_score_folder(tmp_path / "a", SCORES_A, LABELS))
+    a = listening.read_scores(write_score_folder(tmp_path / "a", SCORES_A, LABELS))
     order = [5, 4, 3, 2, 1, 0]
     b_folder = write_score_folder(tmp_path / "b", SCORES_B[order][:, ::-1], LABELS[order][:, ::-1],
                                   clips=[CLIPS[i] for i in order], mids=MIDS[::-1], names=NAMES[::-1])  # fmt: skip
-    b = study.align(a, study.read_scores(b_folder))
+    b = listening.align(a, listening.read_scores(b_folder))
     np.testing.assert_allclose(b.scores, SCORES_B.astype(np.float32))
     assert b.mids == MIDS and b.clip_ids == CLIPS
     other = write_score_folder(tmp_path / "c", SCORES_B, 1 - LABELS)
-    with pytest.raises(study.StudyError, match="different dataset labels"):
-        study.align(a, study.read_scores(other))
+    with pytest.raises(listening.StudyError, match="different dataset labels"):
+        listening.align(a, listening.read_scores(other))
     fewer = write_score_folder(tmp_path / "d", SCORES_B[:5], LABELS[:5], clips=CLIPS[:5])
-    with pytest.raises(study.StudyError, match="different clips"):
-        study.align(a, study.read_scores(fewer))
+    with pytest.raises(listening.StudyError, match="different clips"):
+        listening.align(a, listening.read_scores(fewer))
 
 
 def test_select_writes_the_study_folder(small_study):
@@ -160,7 +162,7 @@ def test_select_writes_the_study_folder(small_study):
 
 
 def test_select_refuses_to_overwrite_a_study(small_study):
-    with pytest.raises(study.StudyError, match="already holds a study"):
+    with pytest.raises(listening.StudyError, match="already holds a study"):
         study.main(["select", "--scores_a", str(small_study.parent / "eval_a"), "--scores_b",
                     str(small_study.parent / "eval_b"), "--dataset", str(small_study.parent / "data"),
                     "--output", str(small_study)])  # fmt: skip
@@ -216,23 +218,13 @@ def test_overwrite_replaces_the_whole_study(small_study, tmp_path):
 
 def test_majority_vote_and_ties_by_hand():
     yes5, yes1, no4, no2 = (True, 5), (True, 1), (False, 4), (False, 2)
-    assert study.majority([yes5, no4, yes1], "exclude") == 1  # 2 yes against 1 no
-    assert study.majority([no4, no2, yes5], "exclude") == 0  # 2 no against 1 yes, whatever the confidence
-    assert study.majority([yes1, no4], "exclude") is None  # 1-1: a tie is left out
-    assert study.majority([yes1, no4], "confidence") == 0  # 1-1; confidence 1 against 4: no
-    assert study.majority([yes5, no4], "confidence") == 1  # 5 against 4: yes
-    assert study.majority([yes5, yes1, no4, no2], "confidence") is None  # 2-2, and 6 against 6: still a tie
-    assert study.majority([], "confidence") is None
-
-
-def test_average_precision_equals_sklearn_with_ties():
-    rng = np.random.default_rng(0)
-    for _ in range(50):
-        labels = rng.integers(0, 2, 12)
-        labels[0] = 1
-        scores = rng.integers(0, 4, 12) / 4  # many equal scores
-        assert study.average_precision(labels, scores) == pytest.approx(average_precision_score(labels, scores))
-    assert np.isnan(study.average_precision(np.zeros(3), np.array([0.1, 0.2, 0.3])))
+    assert listening.majority([yes5, no4, yes1], "exclude") == 1  # 2 yes against 1 no
+    assert listening.majority([no4, no2, yes5], "exclude") == 0  # 2 no against 1 yes, whatever the confidence
+    assert listening.majority([yes1, no4], "exclude") is None  # 1-1: a tie is left out
+    assert listening.majority([yes1, no4], "confidence") == 0  # 1-1; confidence 1 against 4: no
+    assert listening.majority([yes5, no4], "confidence") == 1  # 5 against 4: yes
+    assert listening.majority([yes5, yes1, no4, no2], "confidence") is None  # 2-2, and 6 against 6: still a tie
+    assert listening.majority([], "confidence") is None
 
 
 def answer_file(path: Path, study_id: str, rater: str, answers: dict, **extra) -> Path:
@@ -247,14 +239,14 @@ def hand_study(root: Path) -> Path:
     """Two classes of three items, written directly (no select): scores and labels as in the by-hand table below."""
     items = [{"item_id": f"i{k}", "clip_id": f"c{k}", "file": f"clips/{k:04d}.wav", "mid": DOG if k < 3 else CAT,
               "name": "Dog" if k < 3 else "Cat", "path": "", "description": ""} for k in range(6)]  # fmt: skip
-    study.write_json(root / "manifest.json", {"format": "spa-listening-study", "study_id": "hand", "items": items})
+    write_json(root / "manifest.json", {"format": "spa-listening-study", "study_id": "hand", "items": items})
     scores = {"i0": (0.9, 0.6), "i1": (0.8, 0.95), "i2": (0.7, 0.85), "i3": (0.4, 0.9), "i4": (0.5, 0.3),
               "i5": (0.6, 0.2)}  # fmt: skip
     models = {"a": {"name": "A"}, "b": {"name": "B"}}
     score_items = {k: {"a": a, "b": b} for k, (a, b) in scores.items()}
-    study.write_json(root / "scores.json", {"study_id": "hand", "models": models, "items": score_items})
+    write_json(root / "scores.json", {"study_id": "hand", "models": models, "items": score_items})
     labels = {"i0": 1, "i1": 1, "i2": 0, "i3": 1, "i4": 0, "i5": 1}
-    study.write_json(root / "labels.json", {"study_id": "hand", "items": labels})
+    write_json(root / "labels.json", {"study_id": "hand", "items": labels})
     return root
 
 
@@ -329,7 +321,7 @@ def test_bad_answer_files_are_clear_errors_or_counted_exclusions(tmp_path):
     twin_1 = answer_file(tmp_path / "twin1.json", "hand", "twin", full)
     twin_2 = answer_file(tmp_path / "twin2.json", "hand", "twin", full)
     bad = [other, unknown, values, presence, malformed, twin_1, twin_2]
-    with pytest.raises(study.StudyError) as caught:
+    with pytest.raises(listening.StudyError) as caught:
         study.main(["score", str(root), str(good), *map(str, bad)])
     message = str(caught.value)
     for expected in ["answers for study 'another-study', not 'hand'", "1 item(s) not in this study (i99)",
@@ -345,13 +337,13 @@ def test_incomplete_files_fail_unless_allowed(tmp_path):
     root = hand_study(tmp_path)
     # i2 has a presence but no confidence: unanswered, as the page saves half answers as the rater goes.
     partial = answer_file(tmp_path / "p.json", "hand", "p", {"i0": (True, 3), "i1": (False, 2), "i2": (True, None)})
-    with pytest.raises(study.StudyError, match=r"rater 'p' answered 2 of 6 items"):
+    with pytest.raises(listening.StudyError, match=r"rater 'p' answered 2 of 6 items"):
         study.main(["score", str(root), str(partial)])
     result = study.main(["score", str(root), str(partial), "--allow_incomplete"])
     assert result["incomplete_files"][0]["missing"] == 4
     assert result["classes"][0]["unanswered"] == 1 and result["classes"][1]["unanswered"] == 3
-    with pytest.raises(study.StudyError, match="No answer files"):
-        study.read_raters([], json.loads((root / "manifest.json").read_text()), False, False)
+    with pytest.raises(listening.StudyError, match="No answer files"):
+        listening.read_raters([], json.loads((root / "manifest.json").read_text()), False, False)
 
 
 def test_an_answer_that_is_not_an_object_is_invalid_even_when_incomplete_files_are_allowed(tmp_path):
@@ -360,11 +352,11 @@ def test_an_answer_that_is_not_an_object_is_invalid_even_when_incomplete_files_a
     data = json.loads(path.read_text())
     data["answers"] |= {"i1": "yes", "i2": None, "i3": [True, 3]}  # the page writes {present, confidence, ...}
     path.write_text(json.dumps(data))
-    with pytest.raises(study.StudyError) as caught:
+    with pytest.raises(listening.StudyError) as caught:
         study.main(["score", str(root), str(path), "--allow_incomplete"])
     message = str(caught.value)
     assert f"{path}: item i1: " in message
     for item, value in (("i1", "'yes'"), ("i2", "None"), ("i3", "[True, 3]")):
         assert f"item {item}: an answer must be an object (present, confidence), got {value}" in message
-    with pytest.raises(study.StudyError, match="No valid answer file is left"):
+    with pytest.raises(listening.StudyError, match="No valid answer file is left"):
         study.main(["score", str(root), str(path), "--allow_incomplete", "--skip_invalid"])
