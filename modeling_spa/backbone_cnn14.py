@@ -51,6 +51,7 @@ from .checkpoints import (
     Release,
     load_matching,
     load_torch_checkpoint,
+    reading_checkpoint,
     register_release,
     resolve_checkpoint,
     tensors_of,
@@ -243,11 +244,12 @@ class Cnn14Backbone(nn.Module):
         """A CNN14 with the weights of a PANNs checkpoint: a file, or the short name of a release (`cnn14-ap431`)."""
         releases = {name: release for name, release in RELEASES.items() if release.backbone == FAMILY}
         path = resolve_checkpoint(source, releases)
-        # The `sampler` entry holds NumPy arrays: allow-listed plain arrays, never code.
-        checkpoint = load_torch_checkpoint(path, allow_numpy=True)
-        state = convert_panns_state_dict(tensors_of(checkpoint, path, ("model",)))
-        backbone = cls(config_from_state_dict(state))
-        load_matching(backbone, state, FAMILY, str(path))
+        with reading_checkpoint(path, FAMILY):
+            # The `sampler` entry holds NumPy arrays: allow-listed plain arrays, never code.
+            checkpoint = load_torch_checkpoint(path, allow_numpy=True)
+            state = convert_panns_state_dict(tensors_of(checkpoint, path, ("model",)))
+            backbone = cls(config_from_state_dict(state))
+            load_matching(backbone, state, FAMILY, str(path))
         return backbone.eval()
 
 

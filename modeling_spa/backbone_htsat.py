@@ -42,6 +42,7 @@ from .checkpoints import (
     Release,
     load_matching,
     load_torch_checkpoint,
+    reading_checkpoint,
     register_release,
     resolve_checkpoint,
     tensors_of,
@@ -281,13 +282,14 @@ def config_from_original(state: dict[str, torch.Tensor]) -> HTSATConfig:
 
 def from_original_checkpoint(path: str | Path) -> HTSATBackbone:
     """An `HTSATBackbone` with the weights of one of HTS-AT's own `.ckpt` files (or a plain state dict of them)."""
-    tensors = tensors_of(load_torch_checkpoint(path), path, keys=("state_dict", "model"))  # "model": PANNs
-    state = {name.removeprefix("sed_model."): tensor for name, tensor in tensors.items()}
-    config, converted = config_from_original(state), convert_original_state_dict(state)
-    with torch.device("meta"), warnings.catch_warnings():  # names and shapes, without allocating: fails fast
-        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")  # the check's own load
-        load_matching(HTSATBackbone(config), converted, "HTS-AT", str(path))
-    return _with_weights(config, converted)
+    with reading_checkpoint(path, "HTS-AT"):
+        tensors = tensors_of(load_torch_checkpoint(path), path, keys=("state_dict", "model"))  # "model": PANNs
+        state = {name.removeprefix("sed_model."): tensor for name, tensor in tensors.items()}
+        config, converted = config_from_original(state), convert_original_state_dict(state)
+        with torch.device("meta"), warnings.catch_warnings():  # names and shapes, without allocating: fails fast
+            warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")  # the check's own load
+            load_matching(HTSATBackbone(config), converted, "HTS-AT", str(path))
+        return _with_weights(config, converted)
 
 
 def _with_weights(config: HTSATConfig, state: dict[str, torch.Tensor]) -> HTSATBackbone:

@@ -69,7 +69,15 @@ from transformers.models.efficientnet.modeling_efficientnet import (
     round_filters,
 )
 
-from .checkpoints import RELEASES, CheckpointError, load_matching, load_torch_checkpoint, resolve_checkpoint, tensors_of
+from .checkpoints import (
+    RELEASES,
+    CheckpointError,
+    load_matching,
+    load_torch_checkpoint,
+    reading_checkpoint,
+    resolve_checkpoint,
+    tensors_of,
+)
 
 PSLA_CHECKPOINT_URLS = {
     "as_mdl_0_wa.pth": "https://www.dropbox.com/s/ieggie0ara4x26d/as_mdl_0_wa.pth?dl=1",
@@ -398,9 +406,10 @@ def _psla_file(source: str | os.PathLike) -> Path:
 def load_psla_checkpoint(source: str | os.PathLike) -> PSLABackbone:
     """A PSLA backbone with the weights of a PSLA checkpoint file (e.g. `as_mdl_0_wa.pth`), in eval mode."""
     path = _psla_file(source)
-    state = convert_psla_state_dict(tensors_of(load_torch_checkpoint(path), path, keys=("state_dict", "model")))
-    backbone = PSLABackbone(psla_config_from_state_dict(state, str(path)))
-    load_matching(backbone, state, "PSLA", str(path))
+    with reading_checkpoint(path, "PSLA"):
+        state = convert_psla_state_dict(tensors_of(load_torch_checkpoint(path), path, keys=("state_dict", "model")))
+        backbone = PSLABackbone(psla_config_from_state_dict(state, str(path)))
+        load_matching(backbone, state, "PSLA", str(path))
     return backbone.eval()
 
 
