@@ -5,8 +5,9 @@
   original URL and verified against the pinned sha256; offline, an error naming the file, its URL and where to put
   it.
 - `load_torch_checkpoint(path)`: `torch.load(weights_only=True)` only, never arbitrary unpickling. Files that also
-  hold NumPy arrays (PANNs' sampler state) are read with the few NumPy globals they need allow-listed. A truncated
-  file, a pickle that calls anything else, or something that is no checkpoint, each give an error naming the file.
+  hold NumPy arrays (PANNs' sampler state) are read with the few NumPy globals they need allow-listed. Whatever
+  reading a file raises (a truncated file, a pickle that calls anything else, an empty file, a text or WAV file),
+  the error is a `CheckpointError` naming the file and saying what it looks like.
 - `load_matching(module, state_dict, family, source)`: load a converted state dict, listing missing and unexpected
   keys by name; a file of another family is named as such.
 """
@@ -15,8 +16,8 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -91,7 +92,8 @@ def _numpy_globals() -> list:
 
 
 def load_torch_checkpoint(path: str | os.PathLike, allow_numpy: bool = False) -> dict:
-    """`torch.load(path, weights_only=True)` on the CPU, with errors that name the file.
+    """`torch.load(path, weights_only=True)` on the CPU; every failure to read the file is a `CheckpointError`
+    naming it.
 
     `allow_numpy` allow-lists the NumPy globals of plain arrays (PANNs' checkpoints hold the sampler's arrays).
     """
@@ -99,17 +101,78 @@ def load_torch_checkpoint(path: str | os.PathLike, allow_numpy: bool = False) ->
     try:
         with torch.serialization.safe_globals(_numpy_globals() if allow_numpy else []):
             loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # weights_only refuses every global outside its allow-list: a malicious or unsupported pickle.
-        raise CheckpointError(
-            f"{path}: refused to unpickle it ({str(err).splitlines()[0]}). Only plain tensors and containers are "
-            "loaded from checkpoint files, never code; if this is the published checkpoint, report it."
-        ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or truncated ({err}).") from err
+    # Not only the documented errors: on bytes that are no checkpoint, torch's legacy (non-zip) reader runs its
+    # weights-only unpickler over them, which escapes with KeyError, IndexError, struct.error, UnicodeDecodeError...
+    # Whatever reading the file raised, the file is unusable: say which, and what it looks like.
+    except Exception as err:
+        raise CheckpointError(f"{path}: {_unreadable_reason(path, err)}") from err
     if not isinstance(loaded, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, got a {type(loaded).__name__}.")
     return loaded
+
+
+# How the formats torch.load reads begin: a zip archive (torch >= 1.6), a pickle of protocol 2 or more (the legacy
+# format), a tar archive ("ustar" at offset 257, torch < 0.4).
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTOCOL = 0x80
+_TAR_MAGIC, _TAR_MAGIC_AT = b"ustar", 257
+
+
+def _error_line(err: Exception) -> str:
+    """`Type: first line of the message`, at most 300 characters (a KeyError's message alone is a bare `101`)."""
+    message = str(err).splitlines()[0] if str(err).strip() else "no message"
+    return f"{type(err).__name__}: {message}"[:300]
+
+
+def _head(path: Path, size: int = 512) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    except OSError:
+        return None
+
+
+def _unreadable_reason(path: Path, err: Exception) -> str:
+    """Why `path` could not be loaded, worded from what its first bytes are (the error alone may be a bare
+    `KeyError: 101`)."""
+    detail = _error_line(err)
+    if isinstance(err, OSError):
+        return f"cannot be read ({err.strerror or detail})."
+    head = _head(path)
+    if head is None:
+        return f"cannot be read ({detail})."
+    if not head:
+        return "empty file (0 bytes), not a PyTorch checkpoint."
+    torch_format = head.startswith(_ZIP_MAGIC) or head[0] == _PICKLE_PROTOCOL
+    torch_format = torch_format or head[_TAR_MAGIC_AT : _TAR_MAGIC_AT + len(_TAR_MAGIC)] == _TAR_MAGIC
+    if not torch_format:
+        return f"not a PyTorch checkpoint (no checkpoint starts with {head[:16]!r}; torch.load raised {detail})."
+    if isinstance(err, pickle.UnpicklingError):
+        # weights_only refuses every global outside its allow-list: a malicious or unsupported pickle.
+        return (
+            f"refused to unpickle it ({detail}). Only plain tensors and containers are loaded from checkpoint "
+            "files, never code; if this is the published checkpoint, report it."
+        )
+    return f"not a readable PyTorch checkpoint, or truncated ({detail})."
+
+
+@contextmanager
+def reading_checkpoint(path: str | os.PathLike, family: str) -> Iterator[None]:
+    """Around a family's loading of a checkpoint file: whatever fails turns into a `CheckpointError` naming the file.
+
+    Past `load_torch_checkpoint`, a file can still be a valid pickle of the wrong things: a key of the right name
+    holding a tensor of another rank, a key that is not a string. The converters read shapes from such tensors (a
+    PaSST stride from `freq_new_pos_embed.shape[2]`) and fail deep inside with an IndexError or a ValueError about
+    `zip()`. Everything in the block depends only on the file, so any failure means the file is not a usable
+    checkpoint of `family`; the original error stays chained.
+    """
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except Exception as err:
+        detail = _error_line(err)
+        raise CheckpointError(f"{path}: not a usable {family} checkpoint ({detail}).") from err
 
 
 def tensors_of(checkpoint: Mapping, path: str | os.PathLike, keys: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
@@ -119,7 +182,11 @@ def tensors_of(checkpoint: Mapping, path: str | os.PathLike, keys: tuple[str, ..
         if key in checkpoint:
             checkpoint = checkpoint[key]
             break
-    state = {name: value for name, value in checkpoint.items() if isinstance(value, torch.Tensor)}
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(f"{path}: expected a dict of tensors, found a {type(checkpoint).__name__}.")
+    state = {
+        name: value for name, value in checkpoint.items() if isinstance(name, str) and isinstance(value, torch.Tensor)
+    }
     if not state:
         raise CheckpointError(f"{path}: holds no tensors (top-level keys: {sorted(map(str, checkpoint))[:10]}).")
     return state
@@ -157,4 +224,11 @@ def load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor], fam
     module.load_state_dict(state_dict, strict=True)
 
 
-__all__ = ["CheckpointError", "load_matching", "load_torch_checkpoint", "resolve_checkpoint", "tensors_of"]
+__all__ = [
+    "CheckpointError",
+    "load_matching",
+    "load_torch_checkpoint",
+    "reading_checkpoint",
+    "resolve_checkpoint",
+    "tensors_of",
+]

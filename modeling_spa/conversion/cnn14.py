@@ -9,7 +9,7 @@ import os
 import torch
 
 from ..backbone_cnn14 import Cnn14Backbone, Cnn14Config
-from .checkpoints import load_matching, load_torch_checkpoint, resolve_checkpoint, tensors_of
+from .checkpoints import load_matching, load_torch_checkpoint, reading_checkpoint, resolve_checkpoint, tensors_of
 from .releases import releases_of
 
 FAMILY = "cnn14"
@@ -20,11 +20,12 @@ FRONTEND_PREFIXES = ("spectrogram_extractor.", "logmel_extractor.")
 def load(source: str | os.PathLike) -> Cnn14Backbone:
     """A CNN14 with the weights of a PANNs checkpoint: a file, or the short name of a release (`cnn14-ap431`)."""
     path = resolve_checkpoint(source, releases_of(FAMILY))
-    # The `sampler` entry holds NumPy arrays: allow-listed plain arrays, never code.
-    checkpoint = load_torch_checkpoint(path, allow_numpy=True)
-    state = convert_panns_state_dict(tensors_of(checkpoint, path, ("model",)))
-    backbone = Cnn14Backbone(config_from_state_dict(state))
-    load_matching(backbone, state, FAMILY, str(path))
+    with reading_checkpoint(path, FAMILY):
+        # The `sampler` entry holds NumPy arrays: allow-listed plain arrays, never code.
+        checkpoint = load_torch_checkpoint(path, allow_numpy=True)
+        state = convert_panns_state_dict(tensors_of(checkpoint, path, ("model",)))
+        backbone = Cnn14Backbone(config_from_state_dict(state))
+        load_matching(backbone, state, FAMILY, str(path))
     return backbone.eval()
 
 

@@ -13,7 +13,14 @@ import torch
 from transformers import ClapAudioConfig, ClapAudioModel, PreTrainedConfig
 
 from ..backbone_htsat import HTSATBackbone, HTSATConfig
-from .checkpoints import CheckpointError, load_matching, load_torch_checkpoint, resolve_checkpoint, tensors_of
+from .checkpoints import (
+    CheckpointError,
+    load_matching,
+    load_torch_checkpoint,
+    reading_checkpoint,
+    resolve_checkpoint,
+    tensors_of,
+)
 from .releases import CLAP_UNFUSED, CLAP_UNFUSED_REVISION, releases_of
 
 # HTS-AT's own checkpoint files by short name (CLAP's tower loads through transformers).
@@ -99,13 +106,14 @@ def config_from_original(state: dict[str, torch.Tensor]) -> HTSATConfig:
 
 def from_original_checkpoint(path: str | Path) -> HTSATBackbone:
     """An `HTSATBackbone` with the weights of one of HTS-AT's own `.ckpt` files (or a plain state dict of them)."""
-    tensors = tensors_of(load_torch_checkpoint(path), path, keys=("state_dict", "model"))  # "model": PANNs
-    state = {name.removeprefix("sed_model."): tensor for name, tensor in tensors.items()}
-    config, converted = config_from_original(state), convert_original_state_dict(state)
-    with torch.device("meta"), warnings.catch_warnings():  # names and shapes, without allocating: fails fast
-        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")  # the check's own load
-        load_matching(HTSATBackbone(config), converted, "HTS-AT", str(path))
-    return _with_weights(config, converted)
+    with reading_checkpoint(path, "HTS-AT"):
+        tensors = tensors_of(load_torch_checkpoint(path), path, keys=("state_dict", "model"))  # "model": PANNs
+        state = {name.removeprefix("sed_model."): tensor for name, tensor in tensors.items()}
+        config, converted = config_from_original(state), convert_original_state_dict(state)
+        with torch.device("meta"), warnings.catch_warnings():  # names and shapes, without allocating: fails fast
+            warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")  # the check's own load
+            load_matching(HTSATBackbone(config), converted, "HTS-AT", str(path))
+        return _with_weights(config, converted)
 
 
 def _with_weights(config: HTSATConfig, state: dict[str, torch.Tensor]) -> HTSATBackbone:

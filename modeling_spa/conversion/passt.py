@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import torch
 
 from ..backbone_passt import PaSSTBackbone, PaSSTConfig
-from .checkpoints import CheckpointError, load_matching, load_torch_checkpoint, resolve_checkpoint, tensors_of
+from .checkpoints import (
+    CheckpointError,
+    load_matching,
+    load_torch_checkpoint,
+    reading_checkpoint,
+    resolve_checkpoint,
+    tensors_of,
+)
 from .releases import releases_of
 
 # PaSST's released strides; a 128-bin frequency table of F' rows tells which one (see `config_from_state_dict`).
@@ -27,14 +35,15 @@ def load(source: str | os.PathLike) -> PaSSTBackbone:
     missing, unexpected or mis-shaped key is an error that names it.
     """
     path = resolve_checkpoint(source, releases_of("passt"))
-    state = tensors_of(load_torch_checkpoint(path), path, keys=("model", "state_dict"))
-    if not _TABLE_KEYS <= set(state):
-        # Not a PaSST file (or a damaged one): load_matching names what is missing, against a weightless model.
-        with torch.device("meta"):
-            load_matching(PaSSTBackbone(PaSSTConfig()), state, "PaSST", str(path))
-        raise CheckpointError(f"{path}: lacks {sorted(_TABLE_KEYS - set(state))}")  # not reached
-    backbone = PaSSTBackbone(config_from_state_dict(state, path.name))
-    load_matching(backbone, state, "PaSST", str(path))
+    with reading_checkpoint(path, "PaSST"):
+        state = tensors_of(load_torch_checkpoint(path), path, keys=("model", "state_dict"))
+        if not _TABLE_KEYS <= set(state):
+            # Not a PaSST file (or a damaged one): load_matching names what is missing, against a weightless model.
+            with torch.device("meta"):
+                load_matching(PaSSTBackbone(PaSSTConfig()), state, "PaSST", str(path))
+            raise CheckpointError(f"{path}: lacks {sorted(_TABLE_KEYS - set(state))}")  # not reached
+        backbone = PaSSTBackbone(config_from_state_dict(state, str(path)))
+        load_matching(backbone, state, "PaSST", str(path))
     return backbone
 
 
@@ -49,8 +58,8 @@ def config_from_state_dict(state: dict[str, torch.Tensor], filename: str = "") -
       the 10 s releases (stride 16: 62), 2000 / 3000 for the 20 s / 30 s ones (200 / 300 positions; trained on 10 s
       crops, they take 20 s / 30 s windows as hear21passt's base20sec / base30sec do).
     - front-end: the "stfthop160" / "stfthop100" releases were trained with STFT hop 160 / 100, which the file does
-      not say either: it is read from `filename` (keep their published names), and gives 2000 / 3200 frames for
-      10 s. Any other name means hop 320.
+      not say either: it is read from the file name in `filename` (keep their published names), and gives 2000 / 3200
+      frames for 10 s. Any other name means hop 320.
     """
     patch = state["patch_embed.proj.weight"].shape[-1]
     rows = state["freq_new_pos_embed"].shape[2]
@@ -66,7 +75,7 @@ def config_from_state_dict(state: dict[str, torch.Tensor], filename: str = "") -
     covered = (positions - 1) * stride + patch + stride - 1  # PaSSTConfig.max_frames_covered
     depth = len({key.split(".")[1] for key in state if re.fullmatch(r"blocks\.\d+\.norm1\.weight", key)})
     hidden = state["cls_token"].shape[-1]
-    hop = re.search(r"stfthop(\d+)", filename)
+    hop = re.search(r"stfthop(\d+)", Path(filename).name)
     return PaSSTConfig(
         num_mel_bins=mel_bins,
         max_length=covered // FRAMES_ROUNDING * FRAMES_ROUNDING or covered,

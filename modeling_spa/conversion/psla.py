@@ -13,7 +13,14 @@ from transformers import EfficientNetConfig
 from transformers.models.efficientnet.modeling_efficientnet import round_filters
 
 from ..backbone_psla import EFFICIENTNET_VARIANTS, PSLABackbone, PSLAConfig
-from .checkpoints import CheckpointError, load_matching, load_torch_checkpoint, resolve_checkpoint, tensors_of
+from .checkpoints import (
+    CheckpointError,
+    load_matching,
+    load_torch_checkpoint,
+    reading_checkpoint,
+    resolve_checkpoint,
+    tensors_of,
+)
 from .releases import releases_of
 
 PSLA_CHECKPOINT_URLS = {
@@ -112,7 +119,8 @@ def _psla_file(source: str | os.PathLike) -> Path:
 def load(source: str | os.PathLike) -> PSLABackbone:
     """A PSLA backbone with the weights of a PSLA checkpoint file (e.g. `as_mdl_0_wa.pth`), in eval mode."""
     path = _psla_file(source)
-    state = convert_psla_state_dict(tensors_of(load_torch_checkpoint(path), path, keys=("state_dict", "model")))
-    backbone = PSLABackbone(psla_config_from_state_dict(state, str(path)))
-    load_matching(backbone, state, "PSLA", str(path))
+    with reading_checkpoint(path, "PSLA"):
+        state = convert_psla_state_dict(tensors_of(load_torch_checkpoint(path), path, keys=("state_dict", "model")))
+        backbone = PSLABackbone(psla_config_from_state_dict(state, str(path)))
+        load_matching(backbone, state, "PSLA", str(path))
     return backbone.eval()
