@@ -13,9 +13,11 @@ from transformers.feature_extraction_sequence_utils import SequenceFeatureExtrac
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import PaddingStrategy, TensorType, is_torch_tensor, logging
 
-from .windowing import RESAMPLE_QUALITY
-
 logger = logging.get_logger(__name__)
+
+# soxr quality of every resampling path (extractor, training data, builds, streamed files): with one setting, a stream
+# resampled block by block equals the one-shot result exactly (soxr 1.1).
+RESAMPLE_QUALITY = "HQ"
 
 # A 2-D list element is one multi-channel clip, (channels, samples) or (samples, channels): its smaller axis is the
 # channel axis and must have at most this many entries.
@@ -61,6 +63,33 @@ def _split_clips(raw_speech) -> list[np.ndarray]:
     )
 
 
+def mix_to_mono(samples: np.ndarray, channel_axis: int = 1) -> np.ndarray:
+    """The channels' mean as float32 mono: the library's one mix-down (extractor, data, builds, streamed files).
+
+    `samples` is (frames, channels) with `channel_axis=1` (soundfile's layout) or (channels, frames) with 0; a 1-D
+    array is mono already, and one channel comes back as a view. Channels are summed one by one and scaled, not
+    `mean`ed: numpy's mean over a short inner axis is a slow reduction (5 ms for 10 s of 48 kHz stereo, as long as
+    decoding it), and for two channels the two are equal exactly.
+    """
+    if samples.ndim == 1:
+        return samples.astype(np.float32, copy=False)
+    channels = np.moveaxis(samples, channel_axis, 0)
+    if len(channels) == 1:
+        return channels[0].astype(np.float32, copy=False)
+    mono = channels[0] + channels[1]
+    for channel in channels[2:]:
+        mono += channel
+    mono *= mono.dtype.type(1.0 / len(channels))
+    return mono.astype(np.float32, copy=False)
+
+
+def resample(mono: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    """float32 `mono` at `target_rate` (soxr at `RESAMPLE_QUALITY`, so every path gives the same samples)."""
+    if rate == target_rate:
+        return mono.astype(np.float32, copy=False)
+    return soxr.resample(mono, rate, target_rate, quality=RESAMPLE_QUALITY).astype(np.float32, copy=False)
+
+
 def _to_mono_float(clip: np.ndarray, index: int) -> np.ndarray:
     """float32 mono waveform of one clip; integer PCM is scaled to [-1, 1)."""
     if np.issubdtype(clip.dtype, np.integer) and clip.dtype not in PCM_DTYPES:
@@ -79,7 +108,7 @@ def _to_mono_float(clip: np.ndarray, index: int) -> np.ndarray:
                 f"Clip {index} has shape {clip.shape}: a 2-D clip is (channels, samples) or (samples, channels) "
                 f"with at most {MAX_CHANNELS} channels; pass a batch of mono clips as a 2-D array or a list of clips"
             )
-        clip = clip.mean(axis=channel_axis)
+        clip = mix_to_mono(clip, channel_axis)
     elif clip.ndim != 1:
         raise ValueError(f"Clip {index} has shape {clip.shape}; expected (samples,) or a 2-D multi-channel clip")
     if clip.size == 0:
@@ -223,7 +252,7 @@ class SPAFeatureExtractor(SequenceFeatureExtractor):
 
         clips = [_to_mono_float(clip, index) for index, clip in enumerate(_split_clips(raw_speech))]
         if sampling_rate != self.sampling_rate:
-            clips = [soxr.resample(clip, sampling_rate, self.sampling_rate, quality=RESAMPLE_QUALITY) for clip in clips]
+            clips = [resample(clip, sampling_rate, self.sampling_rate) for clip in clips]
 
         target = self._target_length(max_length)
         if truncation:

@@ -27,12 +27,11 @@ import numpy as np
 import soxr
 import torch
 
+from .feature_extraction_spa import RESAMPLE_QUALITY
+
 AGGREGATIONS = ("mean", "max")
 DEFAULT_WINDOW_S = 10.0
 WINDOWS_PER_BATCH = 16
-# soxr quality of every resampling path (extractor, training data, streamed files): with one setting, a stream
-# resampled block by block equals the one-shot result exactly (soxr 1.1).
-RESAMPLE_QUALITY = "HQ"
 # float64 probabilities are kept in [1e-12, 1 - 1e-12] before the logit, which stays within about ±27.6.
 PROBABILITY_EPS = 1e-12
 

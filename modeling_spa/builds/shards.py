@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from ..feature_extraction_spa import mix_to_mono, resample
 from ..files import sha256_of_bytes, sha256_of_file, write_json
 
 DATA_DIR = "data"
@@ -87,22 +88,6 @@ def audioset_features(extra_columns: Sequence[str] = ()):
     }
     columns.update({name: datasets.Value("string") for name in extra_columns})
     return datasets.Features(columns)
-
-
-def to_mono(samples: np.ndarray) -> np.ndarray:
-    """(frames, channels) or (frames,) -> float32 mono, the channel mean."""
-    return (samples.mean(axis=1) if samples.ndim == 2 else samples).astype(np.float32)
-
-
-def resample(mono: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
-    """soxr at the library's one resampling quality, so every path gives the same samples."""
-    import soxr
-
-    from ..windowing import RESAMPLE_QUALITY
-
-    if rate == target_rate:
-        return mono.astype(np.float32)
-    return soxr.resample(mono, rate, target_rate, quality=RESAMPLE_QUALITY).astype(np.float32)
 
 
 def encode_flac(mono: np.ndarray, rate: int) -> bytes:
@@ -187,7 +172,7 @@ def encode_clip(task: ClipTask, rate: int, min_seconds: float = 0.0) -> dict | S
         return Skip(task.video_id, "unreadable", "empty audio", task.file)
     if not np.isfinite(samples).all():
         return Skip(task.video_id, "unreadable", "audio contains NaN or inf", task.file)
-    mono = resample(to_mono(samples), file_rate, rate)
+    mono = resample(mix_to_mono(samples), file_rate, rate)
     short = int(round(min_seconds * rate)) - len(mono)
     if short > 0:
         mono = np.concatenate([mono, np.zeros(short, dtype=np.float32)])
