@@ -17,17 +17,22 @@ from accelerate.utils import gather_object, set_seed
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for recipe_loader
 from recipe_loader import load_recipe  # noqa: E402
 
+from modeling_spa.training.accelerator import make_accelerator  # noqa: E402
+from modeling_spa.training.inputs import data_plan, map_loaders  # noqa: E402
+from modeling_spa.training.loop import epoch_loader  # noqa: E402
+from modeling_spa.training.model_setup import build_model  # noqa: E402
+
 EPOCHS = 2
 RESUMED_AFTER = 1  # batches of the last epoch done before the resume
 
 
 def clip_ids(recipe, accelerator, loader, epoch: int, batches_done: int = 0) -> list[list[str]]:
     """The clip ids of each batch this process takes in `epoch`, as the training loop reads the loader."""
-    return [batch["clip_ids"] for batch in recipe.epoch_loader(accelerator, loader, epoch, batches_done)]
+    return [batch["clip_ids"] for batch in epoch_loader(accelerator, loader, epoch, batches_done)]
 
 
 def loader_record(recipe, accelerator, model, data_args, args, plan) -> dict:
-    loader, _ = recipe.map_loaders(model, data_args, args, plan, {"num_workers": 0}, False, accelerator.num_processes)
+    loader, _ = map_loaders(model, data_args, args, plan, {"num_workers": 0}, False, accelerator.num_processes)
     sampler, ids = loader.sampler, loader.dataset["video_id"]
     prepared = accelerator.prepare(loader)
     epochs = [clip_ids(recipe, accelerator, prepared, epoch) for epoch in range(EPOCHS)]
@@ -44,10 +49,10 @@ def loader_record(recipe, accelerator, model, data_args, args, plan) -> dict:
 def main(out_path: str, argv: list[str]) -> None:
     recipe = load_recipe("train")
     model_args, data_args, augmentation, args = recipe.parse_arguments(argv)
-    accelerator = recipe.make_accelerator(args)
+    accelerator = make_accelerator(args)
     set_seed(args.seed)  # as run_training does: a seedable shuffling sampler takes the seed when it is prepared
-    model = recipe.build_model(model_args, data_args, augmentation)
-    plan = recipe.data_plan(data_args)
+    model = build_model(model_args, data_args, augmentation)
+    plan = data_plan(data_args)
     uniform = dataclasses.replace(data_args, balanced_sampling=False, epoch_length=None)
     records = {name: loader_record(recipe, accelerator, model, variant, args, plan)
                for name, variant in (("uniform", uniform), ("balanced", data_args))}  # fmt: skip
