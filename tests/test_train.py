@@ -24,6 +24,8 @@ from transformers import AutoModel
 from modeling_spa.analysis.diagnostics import AUDIO_KEYS, LABEL_KEYS
 from modeling_spa.hub.publish import push_to_hub
 from modeling_spa.sampling import balanced_weights, expected_class_frequency, label_indices
+from modeling_spa.training.accelerator import default_mixed_precision
+from modeling_spa.training.guard import check_step
 from modeling_spa.training.optimization import prior_bias
 
 REPO = Path(__file__).resolve().parent.parent
@@ -439,7 +441,6 @@ def test_spa_tag_on_mp3_and_corrupt_files(trained, dataset_dir, tmp_path):
 
 
 def test_non_finite_steps_are_skipped_reported_and_stop_the_run(capsys):
-    check_step = load_recipe("train").check_step
     accelerator, model = SimpleNamespace(process_index=1), torch.nn.Linear(2, 2)
     state = {"completed_steps": 6}
     assert check_step(accelerator, model, torch.tensor(3.0), ["a"], state) and state["non_finite_in_a_row"] == 0
@@ -497,11 +498,11 @@ def test_baselines_and_switches_parse(monkeypatch):
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert recipe.default_mixed_precision(args) == "bf16"
-    assert recipe.default_mixed_precision(SimpleNamespace(mixed_precision=None, cpu=True)) == "no"
-    assert recipe.default_mixed_precision(SimpleNamespace(mixed_precision="no", cpu=False)) == "no"
+    assert default_mixed_precision(args) == "bf16"
+    assert default_mixed_precision(SimpleNamespace(mixed_precision=None, cpu=True)) == "no"
+    assert default_mixed_precision(SimpleNamespace(mixed_precision="no", cpu=False)) == "no"
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
-    assert recipe.default_mixed_precision(args) is None  # Accelerator reads the launcher's fp16
+    assert default_mixed_precision(args) is None  # Accelerator reads the launcher's fp16
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
-    assert recipe.default_mixed_precision(args) == "no"
+    assert default_mixed_precision(args) == "no"
