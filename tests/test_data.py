@@ -66,7 +66,7 @@ def wav(samples: np.ndarray, rate: int) -> dict:
 @pytest.mark.parametrize(
     ("audio", "reason"),
     [
-        ({"bytes": b"garbage", "path": None}, "unreadable"),
+        ({"bytes": b"garbage", "path": None}, r"not audio \(or a format soundfile cannot read\)"),
         ({"bytes": None, "path": None}, "no audio"),
         (None, "no audio"),  # a Hub build whose file is missing
         # One sample at 96 kHz resamples to none at 16 kHz: it used to pass as a valid, frameless clip.
