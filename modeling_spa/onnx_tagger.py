@@ -63,10 +63,17 @@ class ExportedTagger:
     labels: dict
 
 
-def load(folder: str | Path, threads: int | None = None, spinning: bool = True) -> ExportedTagger:
+def load(
+    folder: str | Path, threads: int | None = None, spinning: bool = True, memory_arena: bool = False
+) -> ExportedTagger:
     """The exported model in `folder` (what `spa-export` wrote); `threads`: onnxruntime's intra-op threads (None:
     its default, one per core); `spinning=False` lets idle threads sleep at once (on a busy machine spinning threads
-    steal the cores that do the work)."""
+    steal the cores that do the work).
+
+    `memory_arena`: onnxruntime's CPU memory arena, off by default. It keeps what runs allocated and, over the 15
+    batches of a 40-minute file (a tiny CNN14, 10 s windows), grew the tagger's peak RSS to 688 MB where 3 minutes
+    peak at 388; without it the 40 minutes peak at 389 MB, no slower.
+    """
     import onnxruntime
 
     folder = Path(folder)
@@ -74,6 +81,7 @@ def load(folder: str | Path, threads: int | None = None, spinning: bool = True) 
     settings = Settings(**{key: info["inference"][key] for key in Settings.__dataclass_fields__})
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # warnings about unused initialisers are noise to a user
+    options.enable_cpu_mem_arena = memory_arena
     if threads:
         options.intra_op_num_threads = threads
     if not spinning:
