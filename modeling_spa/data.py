@@ -19,7 +19,7 @@ import soundfile
 import soxr
 import torch
 
-from .onnx_tagger import AudioFileError, open_audio, read_all, read_blocks
+from .onnx_tagger import AudioFileError, open_audio, read_all, read_blocks, seek_frame
 
 
 class BadAudioError(ValueError):
@@ -105,6 +105,13 @@ def _open(audio: dict | None, clip_id: str) -> soundfile.SoundFile:
         raise BadAudioError(clip_id, err.reason) from err
 
 
+def _seek(handle: soundfile.SoundFile, clip_id: str, frame: int) -> None:
+    try:
+        seek_frame(handle, clip_id, frame)
+    except AudioFileError as err:
+        raise BadAudioError(clip_id, err.reason) from err
+
+
 def _read(handle: soundfile.SoundFile, clip_id: str, frames: int | None = None) -> np.ndarray:
     """`frames` frames from the current position (None: all the rest), read forward as spa-tag reads files."""
     try:
@@ -134,7 +141,7 @@ def decode_audio(
         rate, frames = handle.samplerate, handle.frames
         start = crop.start(frames) if crop is not None and rate == sampling_rate else None
         if start is not None:
-            handle.seek(start)
+            _seek(handle, clip_id, start)
             samples = _read(handle, clip_id, crop.length)
             if len(samples) < crop.length:
                 raise BadAudioError(clip_id, f"truncated: {len(samples)} of the {crop.length} frames from {start}")

@@ -170,7 +170,7 @@ class _ForwardSoundFile(soundfile.SoundFile):
     back different from a whole-file decode (up to 0.11 on a real MP3 at spa-tag's blocks, 0.45 with 1,000-frame
     blocks), with "dequantization failed" on stderr, the mark of a frame decoded without the data it borrows.
     Read forward only, blocks of any size join to exactly the whole-file decode, in every format
-    (tests/test_audio_files.py). `seek()` itself still works, for a crop that wants it.
+    (tests/test_audio_files.py). `seek()` itself still works, for a crop that wants it (`seek_frame`).
     """
 
     def seekable(self) -> bool:
@@ -252,6 +252,19 @@ def read_blocks(sound: soundfile.SoundFile, name: str, frames: int | None = None
         if not np.isfinite(block).all():
             raise AudioFileError(name, "audio contains NaN or inf")
         yield block
+
+
+def seek_frame(sound: soundfile.SoundFile, name: str, frame: int) -> None:
+    """Moves a file that `open_audio` opened to `frame` (exact for FLAC and WAV; an MP3 decoder resyncs near it);
+    `AudioFileError` naming the file where it cannot (a truncated FLAC)."""
+    with decoder_output() as said:
+        try:
+            sound.seek(frame)
+            return
+        except (soundfile.LibsndfileError, RuntimeError) as err:
+            failure = err
+    words = getattr(failure, "error_string", None) or failure
+    raise AudioFileError(name, f"unreadable audio: cannot seek to frame {frame} ({words}){_decoder_said(said)}")
 
 
 def read_all(sound: soundfile.SoundFile, name: str) -> np.ndarray:

@@ -79,6 +79,22 @@ def test_decode_names_the_clip(audio, reason):
         decode_audio(audio, 16000, "yt-42", min_samples=400)
 
 
+def test_a_truncated_flac_is_a_bad_clip_whole_or_cropped():
+    # Cropped, the seek into the missing half escaped as a raw LibsndfileError ("Internal psf_fseek() failed").
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.random.default_rng(0).uniform(-0.1, 0.1, 32000), 16000, format="FLAC")
+    half = {"bytes": buffer.getvalue()[: len(buffer.getvalue()) // 2], "path": None}
+    with pytest.raises(BadAudioError, match=r"^clip yt-7: unreadable audio \(.*lost sync"):
+        decode_audio(half, 16000, "yt-7")
+    for seed in range(3):  # crops that start in the missing half
+        crop = RandomCrop(8000, np.random.default_rng(seed))
+        if crop.start(32000) > 16000:
+            with pytest.raises(BadAudioError, match=r"^clip yt-7: unreadable audio: cannot seek to frame \d+"):
+                decode_audio(half, 16000, "yt-7", crop=RandomCrop(8000, np.random.default_rng(seed)))
+            return
+    pytest.fail("no seed gave a crop in the missing half")
+
+
 def test_label_encoder(ontology):
     encode = LabelEncoder(ontology.label_mids[:5])
     np.testing.assert_array_equal(encode([ontology.label_mids[3], ontology.label_mids[0]]), [1, 0, 0, 1, 0])
