@@ -19,6 +19,8 @@ import soundfile
 import soxr
 import torch
 
+from .onnx_tagger import AudioFileError, open_audio, read_all, read_blocks, seek_frame
+
 
 class BadAudioError(ValueError):
     """A clip whose audio cannot be used; `clip_id` names it."""
@@ -98,21 +100,26 @@ def _open(audio: dict | None, clip_id: str) -> soundfile.SoundFile:
     if not source:
         raise BadAudioError(clip_id, "no audio bytes and no path")
     try:
-        return soundfile.SoundFile(source)
-    except (soundfile.LibsndfileError, RuntimeError, OSError, TypeError) as err:
-        raise BadAudioError(clip_id, _unreadable(err)) from err
+        return open_audio(source, clip_id)
+    except AudioFileError as err:
+        raise BadAudioError(clip_id, err.reason) from err
 
 
-def _unreadable(err: Exception) -> str:
-    # libsndfile's own message: str(err) would name the in-memory file object by its address.
-    return f"unreadable audio ({getattr(err, 'error_string', err)})"
-
-
-def _read(handle: soundfile.SoundFile, clip_id: str, frames: int = -1) -> np.ndarray:
+def _seek(handle: soundfile.SoundFile, clip_id: str, frame: int) -> None:
     try:
-        return handle.read(frames, dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, OSError, TypeError) as err:
-        raise BadAudioError(clip_id, _unreadable(err)) from err
+        seek_frame(handle, clip_id, frame)
+    except AudioFileError as err:
+        raise BadAudioError(clip_id, err.reason) from err
+
+
+def _read(handle: soundfile.SoundFile, clip_id: str, frames: int | None = None) -> np.ndarray:
+    """`frames` frames from the current position (None: all the rest), read forward as spa-tag reads files."""
+    try:
+        if frames is None:
+            return read_all(handle, clip_id)
+        return next(read_blocks(handle, clip_id, frames), np.zeros((0, handle.channels), dtype=np.float32))
+    except AudioFileError as err:
+        raise BadAudioError(clip_id, err.reason) from err
 
 
 def decode_audio(
@@ -134,16 +141,14 @@ def decode_audio(
         rate, frames = handle.samplerate, handle.frames
         start = crop.start(frames) if crop is not None and rate == sampling_rate else None
         if start is not None:
-            handle.seek(start)
+            _seek(handle, clip_id, start)
             samples = _read(handle, clip_id, crop.length)
             if len(samples) < crop.length:
                 raise BadAudioError(clip_id, f"truncated: {len(samples)} of the {crop.length} frames from {start}")
         else:
             samples = _read(handle, clip_id)
-    if samples.size == 0:
+    if samples.size == 0:  # NaN and inf are refused by the reader
         raise BadAudioError(clip_id, "empty audio")
-    if not np.isfinite(samples).all():
-        raise BadAudioError(clip_id, "audio contains NaN or inf")
     mono = mix_to_mono(samples)
     if rate != sampling_rate:
         mono = soxr.resample(mono, rate, sampling_rate).astype(np.float32, copy=False)

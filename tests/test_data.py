@@ -66,7 +66,7 @@ def wav(samples: np.ndarray, rate: int) -> dict:
 @pytest.mark.parametrize(
     ("audio", "reason"),
     [
-        ({"bytes": b"garbage", "path": None}, "unreadable"),
+        ({"bytes": b"garbage", "path": None}, r"not audio \(or a format soundfile cannot read\)"),
         ({"bytes": None, "path": None}, "no audio"),
         (None, "no audio"),  # a Hub build whose file is missing
         # One sample at 96 kHz resamples to none at 16 kHz: it used to pass as a valid, frameless clip.
@@ -77,6 +77,22 @@ def wav(samples: np.ndarray, rate: int) -> dict:
 def test_decode_names_the_clip(audio, reason):
     with pytest.raises(BadAudioError, match=f"clip yt-42: {reason}"):
         decode_audio(audio, 16000, "yt-42", min_samples=400)
+
+
+def test_a_truncated_flac_is_a_bad_clip_whole_or_cropped():
+    # Cropped, the seek into the missing half escaped as a raw LibsndfileError ("Internal psf_fseek() failed").
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.random.default_rng(0).uniform(-0.1, 0.1, 32000), 16000, format="FLAC")
+    half = {"bytes": buffer.getvalue()[: len(buffer.getvalue()) // 2], "path": None}
+    with pytest.raises(BadAudioError, match=r"^clip yt-7: unreadable audio \(.*lost sync"):
+        decode_audio(half, 16000, "yt-7")
+    for seed in range(3):  # crops that start in the missing half
+        crop = RandomCrop(8000, np.random.default_rng(seed))
+        if crop.start(32000) > 16000:
+            with pytest.raises(BadAudioError, match=r"^clip yt-7: unreadable audio: cannot seek to frame \d+"):
+                decode_audio(half, 16000, "yt-7", crop=RandomCrop(8000, np.random.default_rng(seed)))
+            return
+    pytest.fail("no seed gave a crop in the missing half")
 
 
 def test_label_encoder(ontology):

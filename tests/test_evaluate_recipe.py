@@ -91,7 +91,7 @@ def test_results_equal_compute_omap_on_the_saved_scores(build, spa_model, tmp_pa
     np.testing.assert_allclose(summary["omap_per_lambda"], result["omap_per_lambda"], atol=1e-12)
     assert summary["n_clips"] == 7 and summary["head"] == "spa" and "note" not in summary
     assert summary["skipped"]["count"] == 1 and summary["skipped"]["clips"][0][0] == "synth_bad_unreadable"
-    assert "unreadable audio" in summary["skipped"]["clips"][0][1]
+    assert "not audio (or a format soundfile cannot read)" in summary["skipped"]["clips"][0][1]
     with open(out / "per_class.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["mid"] for row in rows] == model.config.label_mids and rows[0]["name"] == model.config.label_names[0]

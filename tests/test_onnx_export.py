@@ -284,3 +284,56 @@ def test_verify_clips_names_undecodable_clips_and_refuses_to_compare_nothing(dem
     assert checked["max_abs_logit_difference"] < 1e-4
     with pytest.raises(ValueError, match="no clip of .* could be compared"):
         onnx_export.verify_clips(model, out, str(tmp_path / "data"), "test", clips=0)
+
+
+def long_mp3(folder: Path, seconds: float = 8.0) -> Path:
+    """Stereo tones and noise at 48 kHz as MP3, 0.2 s of sound in every 0.5 s (after digital silence libsndfile's
+    MP3 seeks went wrong): more than one decoding block (262,144 frames, 5.5 s)."""
+    t = np.arange(int(seconds * 48000)) / 48000
+    rng = np.random.default_rng(3)
+    left = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(len(t))
+    right = 0.2 * np.sin(2 * np.pi * 1234 * t) + 0.05 * rng.standard_normal(len(t))
+    path = folder / "long.mp3"
+    soundfile.write(path, ((t % 0.5) < 0.2)[:, None] * np.stack([left, right], axis=1), 48000, format="MP3")
+    return path
+
+
+def test_spa_tag_the_tagger_and_the_model_score_an_mp3_alike(demo_export, tmp_path):
+    # Before, spa-tag decoded the samples after each block boundary of an MP3 differently from a whole-file decode
+    # (soundfile seeks after every read), and so differed from the pipeline and from the tagger.
+    import soxr
+
+    from modeling_spa.cli import file_scores
+
+    model, out = demo_export
+    path = long_mp3(tmp_path)
+    extractor = SPAFeatureExtractor(sampling_rate=16000, max_length_s=1.0)
+    samples, rate = soundfile.read(path, dtype="float32", always_2d=True)  # the whole file at once
+    wave = soxr.resample(np.ascontiguousarray(samples.mean(axis=1)), rate, 16000, quality="HQ")
+    with torch.no_grad():  # the model on the whole clip, windowed by itself: what the pipeline returns
+        whole = model(**extractor(wave, sampling_rate=16000, return_tensors="pt")).logits.sigmoid()[0].numpy()
+    tagged = file_scores(str(path), model, extractor)
+    np.testing.assert_allclose(tagged, whole, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(onnx_tagger.file_scores(onnx_tagger.load(out), path), whole, rtol=0, atol=1e-5)
+
+
+def test_the_tagger_streams_a_long_file(demo_export, tmp_path):
+    # Before, it read the whole file at once: 4 minutes of 48 kHz mono are 46 MB of float32 before resampling.
+    import tracemalloc
+
+    _, out = demo_export
+    path, rate = tmp_path / "long.flac", 48000
+    with soundfile.SoundFile(path, "w", rate, 1, format="FLAC", subtype="PCM_16") as sound:
+        for start in range(0, 4 * 60 * rate, 10 * rate):
+            block = np.zeros(10 * rate, dtype=np.float32)
+            block[:4800] = np.random.default_rng(start).uniform(-0.1, 0.1, 4800)  # cheap FLAC: mostly silence
+            sound.write(block)
+    tagger = onnx_tagger.load(out)
+    tracemalloc.start()
+    try:
+        scores = onnx_tagger.file_scores(tagger, path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert scores.shape == (3,) and np.isfinite(scores).all()
+    assert peak < 20 * 2**20, f"{peak / 2**20:.1f} MiB"

@@ -91,14 +91,14 @@ def test_aggregation_by_hand():
 
 
 @pytest.mark.parametrize(("rate", "channels", "hop_s"), [(44100, 2, 1.0), (48000, 1, 0.4), (16000, 1, 1.0)])
-def test_streamed_windows_equal_the_in_memory_ones(tmp_path, monkeypatch, rate, channels, hop_s):
-    monkeypatch.setattr(cli, "BLOCK_FRAMES", 4096)  # many blocks; the file is no multiple of the block size
+def test_streamed_windows_equal_the_in_memory_ones(tmp_path, rate, channels, hop_s):
     frames = int(3.37 * rate) + 11
     audio = np.random.default_rng(5).uniform(-0.5, 0.5, (frames, channels)).astype(np.float32)
     path = tmp_path / "clip.wav"
     soundfile.write(path, audio, rate, subtype="FLOAT")
     window, hop = RATE, round(hop_s * RATE)
-    streamed = list(cli.file_windows(str(path), RATE, window, hop))
+    # Many blocks of 4096 frames; the file is no multiple of the block size.
+    streamed = list(cli.file_windows(str(path), RATE, window, hop, block_frames=4096))
     whole = decode_audio({"path": str(path)}, RATE)  # decoded and resampled at once (soxr.resample)
     starts = window_starts(len(whole), window, hop)
     assert len(streamed) == len(starts) > 3 and starts[-1] == len(whole) - window
@@ -280,3 +280,25 @@ def test_spa_tag_on_a_32_01_s_file_and_a_too_short_one(cnn, tmp_path, capsys):
     assert window_starts(len(decoded), 160000, 160000) == [0, 160000, 320000, 352160]
     expected = manual_scores(model, decoded, 160000, 160000, "mean").numpy()
     np.testing.assert_allclose([scores[label] for label in model.config.label_names], expected, rtol=0, atol=1e-5)
+
+
+def test_spa_tag_says_what_is_wrong_with_each_bad_file_and_keeps_the_decoder_quiet(cnn, tmp_path, capfd):
+    # Before: "unreadable audio (File does not exist or is not a regular file (possibly a pipe?).)" for a text file
+    # named .mp3, with three libmpg123 lines above it, and "(System error.)" for a missing file.
+    path = save(cnn, tmp_path / "model")
+    (tmp_path / "text.mp3").write_text("hello, not audio\n")
+    (tmp_path / "folder.wav").mkdir()
+    soundfile.write(tmp_path / "good.wav", noise(1.5, 3), RATE)
+    files = [str(tmp_path / name) for name in ("text.mp3", "missing.wav", "folder.wav", "good.wav")]
+    capfd.readouterr()
+    assert cli.main([*files, "--model", str(path), "--json"]) == 1
+    captured = capfd.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: clip {files[0]}: not audio (or a format soundfile cannot read); the decoder said: Note: Illegal "
+        "Audio-MPEG-Header 0x00000000 at offset 13. (and 2 more line(s))",
+        f"error: clip {files[1]}: not a file (no such file)",
+        f"error: clip {files[2]}: not a file (a directory)",
+    ]
+    assert "MPEG" not in captured.err.replace(errors[0], "")  # libmpg123's own lines never reach the terminal
+    assert json.loads(captured.out.strip())["file"] == files[3]

@@ -1,8 +1,10 @@
 """`spa-tag FILE... --model DIR_OR_HUB_ID [--labels TEXT...]`: tag audio files with an SPA checkpoint.
 
-Files are decoded with soundfile (wav, flac, ogg, mp3, ...) block by block, mixed to mono and resampled to the
-model's rate as a stream, and scored window by window with the windows and aggregation the model itself uses at
-inference (`modeling_spa.windowing`), so memory stays bounded by a few windows whatever the file's length.
+Files are decoded with soundfile (wav, flac, ogg, mp3, ...) block by block, forward (exactly the samples of a
+whole-file decode), mixed to mono and resampled to the model's rate as a stream, and scored window by window with
+the windows and aggregation the model itself uses at inference (`modeling_spa.windowing`), so memory stays bounded
+by a few windows whatever the file's length. The reading and streaming are the exported tagger's
+(`modeling_spa.onnx_tagger`).
 
 `--labels "dog barking" "church bells"` scores free label texts instead of the model's classes (zero-shot): the
 cosine of the file's audio embedding E_a (the windows' mean weighted by their real samples, as the model takes it)
@@ -18,63 +20,27 @@ import sys
 from collections.abc import Iterator
 
 import numpy as np
-import soundfile
 import torch
 
 from ..data import BadAudioError
 from ..losses import label_similarity
-from ..windowing import (
-    AGGREGATIONS,
-    WINDOWS_PER_BATCH,
-    aggregate_embeds,
-    aggregate_logits,
-    stream_windows,
-    window_settings,
-)
-
-# Frames decoded at a time: about 5.5 s at 48 kHz, 1 MiB of float32 per channel.
-BLOCK_FRAMES = 1 << 18
+from ..onnx_tagger import AudioFileError, batches, too_short
+from ..onnx_tagger import file_windows as _file_windows
+from ..windowing import AGGREGATIONS, WINDOWS_PER_BATCH, aggregate_embeds, aggregate_logits, window_settings
 
 
-def file_windows(path: str, sampling_rate: int, window: int, hop: int) -> Iterator[np.ndarray]:
-    """The windows of an audio file at `sampling_rate` (see `windowing.stream_windows`), decoded in blocks.
+def file_windows(
+    path: str, sampling_rate: int, window: int, hop: int, block_frames: int | None = None
+) -> Iterator[np.ndarray]:
+    """The windows of an audio file at `sampling_rate`, decoded forward in blocks and streamed: the exported
+    tagger's code (`onnx_tagger.file_windows`), so both read every file alike.
 
-    Raises `BadAudioError` naming the file when it cannot be read or holds NaN or infinite samples.
+    Raises `BadAudioError` naming the file when it is not a file, not audio, unreadable or holds NaN or inf.
     """
     try:
-        sound = soundfile.SoundFile(path)
-    except (soundfile.LibsndfileError, RuntimeError, OSError, TypeError) as err:
-        raise BadAudioError(path, f"unreadable audio ({getattr(err, 'error_string', err)})") from err
-    with sound:
-        yield from stream_windows(_checked_blocks(sound, path), sound.samplerate, sampling_rate, window, hop)
-
-
-def _checked_blocks(sound: soundfile.SoundFile, path: str) -> Iterator[np.ndarray]:
-    while True:
-        try:
-            block = sound.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
-        except (soundfile.LibsndfileError, RuntimeError) as err:
-            raise BadAudioError(path, f"unreadable audio ({getattr(err, 'error_string', err)})") from err
-        if len(block) == 0:
-            return
-        if not np.isfinite(block).all():
-            raise BadAudioError(path, "audio contains NaN or inf")
-        yield block
-
-
-def _batches(windows: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
-    batch = []
-    for window in windows:
-        batch.append(window)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def too_short(samples: int, rate: int, min_samples: int) -> str:
-    return f"too short: {samples} sample(s) at {rate} Hz, one analysis window of the model needs {min_samples}"
+        yield from _file_windows(path, sampling_rate, window, hop, block_frames)
+    except AudioFileError as err:
+        raise BadAudioError(path, err.reason) from err
 
 
 def file_outputs(
@@ -95,7 +61,7 @@ def file_outputs(
     rate = extractor.sampling_rate
     min_samples = model.spa.frontend.min_samples
     logits, embeds, weights = [], [], []
-    for batch in _batches(file_windows(path, rate, settings.length, settings.hop), windows_per_batch):
+    for batch in batches(file_windows(path, rate, settings.length, settings.hop), windows_per_batch):
         if len(batch[0]) < min_samples:  # only a whole file can be shorter than the window
             raise BadAudioError(path, too_short(len(batch[0]), rate, min_samples))
         # The extractor's defaults, as in the pipeline: a file shorter than the window is padded the same way.
