@@ -1,4 +1,4 @@
-"""Reading audio files (`modeling_spa.onnx_tagger`: open_audio, read_blocks, file_windows), the one reader of
+"""Reading audio files (`modeling_spa.export.onnx_tagger`: open_audio, read_blocks, file_windows), the one reader of
 spa-tag, the data loader, the builders and the exported tagger: streamed reads equal a whole-file decode exactly,
 bad files get messages that say what happened, and the MP3 decoder's own output stays off the terminal."""
 
@@ -13,10 +13,10 @@ import pytest
 import soundfile
 import soxr
 
-from modeling_spa import cli, onnx_tagger
 from modeling_spa.builds import read_audio
-from modeling_spa.data import BadAudioError, decode_audio, load_audioset
-from modeling_spa.ontology_files import cache_dir
+from modeling_spa.data import BadAudioError, audio_files, decode_audio, load_audioset
+from modeling_spa.tagging import files as tagging
+from modeling_spa.taxonomy.audioset import cache_dir
 from modeling_spa.windowing import RESAMPLE_QUALITY, window_starts
 
 RATE = 48000  # every format below writes it (Opus takes no 44.1 kHz)
@@ -91,13 +91,13 @@ def synthetic_files(tmp_path_factory) -> dict[str, Path]:
 def test_blocks_read_forward_join_to_the_whole_file_decode(synthetic_files, kind):
     path = synthetic_files[kind]
     expected = whole_file(path)[0]
-    for frames in (1000, 4093, onnx_tagger.BLOCK_FRAMES):
-        with onnx_tagger.open_audio(path) as sound:
-            blocks = list(onnx_tagger.read_blocks(sound, str(path), frames))
+    for frames in (1000, 4093, audio_files.BLOCK_FRAMES):
+        with audio_files.open_audio(path) as sound:
+            blocks = list(audio_files.read_blocks(sound, str(path), frames))
         assert len(blocks) == -(-len(expected) // frames)
         np.testing.assert_array_equal(np.concatenate(blocks), expected)
-    with onnx_tagger.open_audio(path) as sound:
-        np.testing.assert_array_equal(onnx_tagger.read_all(sound, str(path)), expected)
+    with audio_files.open_audio(path) as sound:
+        np.testing.assert_array_equal(audio_files.read_all(sound, str(path)), expected)
 
 
 @pytest.mark.parametrize("kind", FORMATS)
@@ -105,7 +105,7 @@ def test_spa_tag_windows_are_those_of_the_whole_file_decode(synthetic_files, kin
     # Before, every MP3 block boundary (each 262,144 frames) left ~1,100 samples that differed by up to 0.2.
     path = synthetic_files[kind]
     expected = windows_of_whole_file(path, MODEL_RATE)
-    streamed = list(cli.file_windows(str(path), MODEL_RATE, MODEL_RATE, MODEL_RATE))
+    streamed = list(tagging.file_windows(str(path), MODEL_RATE, MODEL_RATE, MODEL_RATE))
     assert len(streamed) == len(expected) == 8
     for got, want in zip(streamed, expected, strict=True):
         np.testing.assert_array_equal(got, want)
@@ -118,11 +118,11 @@ def test_real_recordings_as_mp3_ogg_and_flac_stream_exactly(tmp_path, kind):
         pytest.skip(f"no real recordings at {REAL_SOURCES}: build them (recipes/build_real_sounds.py)")
     path = write(tmp_path, *real, kind)
     expected = windows_of_whole_file(path, MODEL_RATE)
-    streamed = list(cli.file_windows(str(path), MODEL_RATE, MODEL_RATE, MODEL_RATE))
+    streamed = list(tagging.file_windows(str(path), MODEL_RATE, MODEL_RATE, MODEL_RATE))
     assert len(streamed) == len(expected) == 20
     for got, want in zip(streamed, expected, strict=True):
         np.testing.assert_array_equal(got, want)
-    assert whole_file(path)[0].shape[0] > onnx_tagger.BLOCK_FRAMES
+    assert whole_file(path)[0].shape[0] > audio_files.BLOCK_FRAMES
 
 
 def test_the_real_mp3s_of_the_packages_read_in_blocks_exactly():
@@ -135,23 +135,23 @@ def test_the_real_mp3s_of_the_packages_read_in_blocks_exactly():
     assert {path.name for path in long} >= {"Medieval2.mp3", "Techno2.mp3"}
     for path in long:
         expected = windows_of_whole_file(path, MODEL_RATE)
-        streamed = list(cli.file_windows(str(path), MODEL_RATE, MODEL_RATE, MODEL_RATE))
+        streamed = list(tagging.file_windows(str(path), MODEL_RATE, MODEL_RATE, MODEL_RATE))
         assert len(streamed) == len(expected)
         for got, want in zip(streamed, expected, strict=True):
             np.testing.assert_array_equal(got, want, err_msg=path.name)
     for path in mp3s:  # every one, in small blocks: many boundaries
         expected = whole_file(path)[0]
         for frames in (1000, 4093):
-            with onnx_tagger.open_audio(path) as sound:
-                got = np.concatenate(list(onnx_tagger.read_blocks(sound, str(path), frames)))
+            with audio_files.open_audio(path) as sound:
+                got = np.concatenate(list(audio_files.read_blocks(sound, str(path), frames)))
             np.testing.assert_array_equal(got, expected, err_msg=f"{path.name}, blocks of {frames}")
 
 
 # -- messages that say what happened, and no decoder noise on the terminal ------------------------------------------
 
 READERS = {
-    "spa-tag": lambda path: list(cli.file_windows(str(path), MODEL_RATE, MODEL_RATE, MODEL_RATE)),
-    "tag_onnx": lambda path: list(onnx_tagger.file_windows(path, MODEL_RATE, MODEL_RATE, MODEL_RATE)),
+    "spa-tag": lambda path: list(tagging.file_windows(str(path), MODEL_RATE, MODEL_RATE, MODEL_RATE)),
+    "tag_onnx": lambda path: list(audio_files.file_windows(path, MODEL_RATE, MODEL_RATE, MODEL_RATE)),
     "data (path)": lambda path: decode_audio({"path": str(path)}, MODEL_RATE, str(path)),
     "data (bytes)": lambda path: decode_audio({"bytes": path.read_bytes()}, MODEL_RATE, str(path)),
     "builder": lambda path: read_audio(path),
@@ -183,7 +183,7 @@ def test_bad_files_are_named_with_what_is_wrong_and_the_decoder_stays_quiet(read
             READERS[reader](path)
         err = raised.value
         assert isinstance(err, BadAudioError if reader in ("spa-tag", "data (path)", "data (bytes)")
-                          else onnx_tagger.AudioFileError), case  # fmt: skip
+                          else audio_files.AudioFileError), case  # fmt: skip
         assert str(path) in str(err) and err.reason.startswith(reason), (case, str(err))
         if case == "text renamed .mp3" and reader not in ("data (bytes)", "builder"):  # libsndfile tries its MP3
             # decoder on a path named .mp3, not on bytes
@@ -201,8 +201,8 @@ def test_decoder_output_is_kept_for_the_message_and_fd2_comes_back(tmp_path, cap
     def decode_many():
         for _ in range(10):
             try:
-                onnx_tagger.open_audio(path)
-            except onnx_tagger.AudioFileError as err:
+                audio_files.open_audio(path)
+            except audio_files.AudioFileError as err:
                 errors.append(err.reason)
 
     threads = [threading.Thread(target=decode_many) for _ in range(4)]
@@ -217,7 +217,7 @@ def test_decoder_output_is_kept_for_the_message_and_fd2_comes_back(tmp_path, cap
     os.write(2, b"a real error, written by C\n")
     print("a real error, written by Python", file=sys.stderr)
     assert capfd.readouterr().err == "a real error, written by C\na real error, written by Python\n"
-    with pytest.raises(ZeroDivisionError), onnx_tagger.decoder_output() as said:  # fd 2 comes back on errors too
+    with pytest.raises(ZeroDivisionError), audio_files.decoder_output() as said:  # fd 2 comes back on errors too
         os.write(2, b"inside\n")
         raise ZeroDivisionError
     assert said == ["inside"]
@@ -230,26 +230,26 @@ def test_a_truncated_file_is_read_as_far_as_it_goes_or_named(tmp_path):
     for kind in ("mp3", "ogg", "flac"):
         path = write(tmp_path, synthetic_sound(2.0), RATE, kind)
         path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
-        with onnx_tagger.open_audio(path) as sound:
+        with audio_files.open_audio(path) as sound:
             if kind == "flac":
-                with pytest.raises(onnx_tagger.AudioFileError, match=f"^{path}: unreadable audio \\(.*lost sync"):
-                    onnx_tagger.read_all(sound, str(path))
+                with pytest.raises(audio_files.AudioFileError, match=f"^{path}: unreadable audio \\(.*lost sync"):
+                    audio_files.read_all(sound, str(path))
                 continue
-            got = onnx_tagger.read_all(sound, str(path))
+            got = audio_files.read_all(sound, str(path))
         assert 0.5 * RATE < len(got) < 1.5 * RATE
         np.testing.assert_array_equal(got, whole_file(path)[0][: len(got)])
 
 
 def test_bytes_in_memory_are_read_as_files_are(synthetic_files):
     path = synthetic_files["mp3"]
-    with onnx_tagger.open_audio(io.BytesIO(path.read_bytes()), "clip-1") as sound:
-        got = np.concatenate(list(onnx_tagger.read_blocks(sound, "clip-1", 4093)))
+    with audio_files.open_audio(io.BytesIO(path.read_bytes()), "clip-1") as sound:
+        got = np.concatenate(list(audio_files.read_blocks(sound, "clip-1", 4093)))
     np.testing.assert_array_equal(got, whole_file(path)[0])
 
 
 def test_the_tagger_without_soxr_names_a_file_at_another_rate(synthetic_files, monkeypatch):
     path = synthetic_files["flac"]
     monkeypatch.setitem(sys.modules, "soxr", None)  # not installed beside tag_onnx.py: importing it fails
-    with pytest.raises(onnx_tagger.AudioFileError, match=f"^{path}: at 48000 Hz where the model takes 16000 Hz: "):
-        list(onnx_tagger.file_windows(path, MODEL_RATE, MODEL_RATE, MODEL_RATE))
-    assert len(list(onnx_tagger.file_windows(path, RATE, RATE, RATE))) == 8  # at the model's rate: not needed
+    with pytest.raises(audio_files.AudioFileError, match=f"^{path}: at 48000 Hz where the model takes 16000 Hz: "):
+        list(audio_files.file_windows(path, MODEL_RATE, MODEL_RATE, MODEL_RATE))
+    assert len(list(audio_files.file_windows(path, RATE, RATE, RATE))) == 8  # at the model's rate: not needed

@@ -16,8 +16,8 @@ from modeling_spa import SPAConfig, SPAForAudioClassification, compute_omap
 from modeling_spa.analysis.diagnostics import AUDIO_KEYS, LABEL_KEYS, label_space_diagnostics
 from modeling_spa.backbone_cnn14 import Cnn14Config
 from modeling_spa.data import decode_audio
+from modeling_spa.data.splits import HELD_OUT, SplitSpec
 from modeling_spa.frontend import frontend_preset
-from modeling_spa.splits import HELD_OUT, SplitSpec
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 LONG = "synth_long_2500ms"

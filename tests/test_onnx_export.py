@@ -14,11 +14,14 @@ import pytest
 import soundfile
 import torch
 
-from modeling_spa import SPAConfig, SPAFeatureExtractor, SPAForAudioClassification, onnx_export, onnx_tagger
+from modeling_spa import SPAConfig, SPAFeatureExtractor, SPAForAudioClassification
 from modeling_spa.backbone_cnn14 import Cnn14Config
 from modeling_spa.backbone_passt import PaSSTConfig
-from modeling_spa.cli.tag import tag_file
+from modeling_spa.cli.export import main as export_main
+from modeling_spa.export import onnx as onnx_export
+from modeling_spa.export import onnx_tagger
 from modeling_spa.frontend import LogMelFrontend, frontend_preset
+from modeling_spa.tagging import tag_file
 from modeling_spa.windowing import window_starts
 
 pytest.importorskip("onnxruntime", reason="the export extra (onnx, onnxruntime, onnxscript) is not installed")
@@ -75,7 +78,7 @@ def demo_export(tmp_path_factory):
     model.save_pretrained(folder / "model")
     SPAFeatureExtractor(sampling_rate=16000, max_length_s=1.0).save_pretrained(folder / "model")
     out = folder / "onnx"
-    assert onnx_export.main([str(folder / "model"), str(out)]) == 0  # spa-export
+    assert export_main([str(folder / "model"), str(out)]) == 0  # spa-export
     return SPAForAudioClassification.from_pretrained(folder / "model").eval(), out
 
 
@@ -303,7 +306,7 @@ def test_spa_tag_the_tagger_and_the_model_score_an_mp3_alike(demo_export, tmp_pa
     # (soundfile seeks after every read), and so differed from the pipeline and from the tagger.
     import soxr
 
-    from modeling_spa.cli import file_scores
+    from modeling_spa.tagging import file_scores
 
     model, out = demo_export
     path = long_mp3(tmp_path)

@@ -6,7 +6,7 @@ import torch
 from accelerate.data_loader import BatchSamplerShard
 from torch.utils.data import BatchSampler
 
-from modeling_spa.sampling import (
+from modeling_spa.data.sampling import (
     BalancedSampler,
     balanced_weights,
     class_counts,

@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 from test_train import CLASSES, REPO, load_recipe, run, train_command, wav_bytes, with_rows
 
 from modeling_spa.data import PADDING_KEY
-from modeling_spa.splits import HELD_OUT, REST, SplitSpec, in_holdout, resolve_splits, select
-from modeling_spa.streaming import (
+from modeling_spa.data.splits import HELD_OUT, REST, SplitSpec, in_holdout, resolve_splits, select
+from modeling_spa.data.streaming import (
     StreamBatchSampler,
     StreamPosition,
     StreamReader,
@@ -276,7 +276,7 @@ def test_a_hub_layout_with_configs_is_read_by_config(hub_like, tmp_path):
         )  # fmt: skip
         + "---\n"
     )
-    from modeling_spa.splits import split_names
+    from modeling_spa.data.splits import split_names
 
     assert split_names(str(tmp_path), "balanced") == ["train", "test"]
     assert metadata_size(str(tmp_path), "train", "unbalanced") == 13

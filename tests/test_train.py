@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 from transformers import AutoModel
 
 from modeling_spa.analysis.diagnostics import AUDIO_KEYS, LABEL_KEYS
+from modeling_spa.data.sampling import balanced_weights, expected_class_frequency, label_indices
 from modeling_spa.hub.publish import push_to_hub
-from modeling_spa.sampling import balanced_weights, expected_class_frequency, label_indices
 from modeling_spa.training.accelerator import default_mixed_precision
 from modeling_spa.training.guard import check_step
 from modeling_spa.training.optimization import prior_bias

@@ -13,9 +13,10 @@ from conftest import tiny_ast_config
 from transformers import pipeline
 
 from modeling_spa import SPAConfig, SPAFeatureExtractor, SPAForAudioClassification
-from modeling_spa.cli.tag import tag as cli
+from modeling_spa.cli import tag as cli
 from modeling_spa.data import decode_audio
 from modeling_spa.frontend import LogMelFrontend, frontend_preset
+from modeling_spa.tagging import files as tagging
 from modeling_spa.windowing import WindowSettings, aggregate_logits, frontend_span, window_settings, window_starts
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -98,13 +99,13 @@ def test_streamed_windows_equal_the_in_memory_ones(tmp_path, rate, channels, hop
     soundfile.write(path, audio, rate, subtype="FLOAT")
     window, hop = RATE, round(hop_s * RATE)
     # Many blocks of 4096 frames; the file is no multiple of the block size.
-    streamed = list(cli.file_windows(str(path), RATE, window, hop, block_frames=4096))
+    streamed = list(tagging.file_windows(str(path), RATE, window, hop, block_frames=4096))
     whole = decode_audio({"path": str(path)}, RATE)  # decoded and resampled at once (soxr.resample)
     starts = window_starts(len(whole), window, hop)
     assert len(streamed) == len(starts) > 3 and starts[-1] == len(whole) - window
     for start, got in zip(starts, streamed, strict=True):
         np.testing.assert_array_equal(got, whole[start : start + window])
-    short = list(cli.file_windows(str(path), RATE, 10 * RATE, 10 * RATE))  # shorter than the window: whole clip
+    short = list(tagging.file_windows(str(path), RATE, 10 * RATE, 10 * RATE))  # shorter than the window: whole clip
     assert len(short) == 1
     np.testing.assert_array_equal(short[0], whole)
 
@@ -123,7 +124,7 @@ def test_streaming_a_30_minute_file_keeps_memory_bounded(tmp_path):
             sound.write(block)
     tracemalloc.start()
     try:
-        lengths = [len(window) for window in cli.file_windows(str(path), RATE, 160000, 160000)]
+        lengths = [len(window) for window in tagging.file_windows(str(path), RATE, 160000, 160000)]
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -230,7 +231,7 @@ def test_pipeline_and_spa_tag_give_the_same_scores(backbone, request, tmp_path):
     soundfile.write(tmp_path / "clip.wav", wave, RATE, subtype="FLOAT")
     tagger = pipeline("audio-classification", model=str(path))
     piped = {item["label"]: item["score"] for item in tagger(wave, top_k=7)}
-    tagged = cli.file_scores(str(tmp_path / "clip.wav"), tagger.model, tagger.feature_extractor)
+    tagged = tagging.file_scores(str(tmp_path / "clip.wav"), tagger.model, tagger.feature_extractor)
     labels = model.config.label_names
     np.testing.assert_allclose([piped[label] for label in labels], tagged, rtol=0, atol=1e-5)
     # Both are the windows scored alone and averaged (not the first window, not the whole clip at once).
@@ -245,13 +246,13 @@ def test_spa_tag_resamples_as_the_extractor_and_honours_hop_and_aggregation(cnn,
     extractor = SPAFeatureExtractor.from_pretrained(path)
     wave_44k = np.random.default_rng(9).uniform(-0.3, 0.3, int(2.3 * 44100)).astype(np.float32)
     soundfile.write(tmp_path / "clip.wav", wave_44k, 44100, subtype="FLOAT")
-    tagged = cli.file_scores(str(tmp_path / "clip.wav"), cnn, extractor)
+    tagged = tagging.file_scores(str(tmp_path / "clip.wav"), cnn, extractor)
     with torch.no_grad():  # the in-memory path: the extractor resamples the whole clip at once
         in_memory = cnn(**extractor(wave_44k, sampling_rate=44100, return_tensors="pt")).logits.sigmoid()[0]
     np.testing.assert_allclose(tagged, in_memory.numpy(), rtol=0, atol=1e-5)
     wave = decode_audio({"path": str(tmp_path / "clip.wav")}, RATE)
     for hop_s, aggregation in ((0.25, "max"), (0.5, "mean")):
-        got = cli.file_scores(str(tmp_path / "clip.wav"), cnn, extractor, hop_s=hop_s, aggregation=aggregation)
+        got = tagging.file_scores(str(tmp_path / "clip.wav"), cnn, extractor, hop_s=hop_s, aggregation=aggregation)
         expected = manual_scores(cnn, wave, RATE, round(hop_s * RATE), aggregation).numpy()
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
     assert np.abs(got - tagged).max() > 1e-4  # the hop changes the windows

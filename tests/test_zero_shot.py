@@ -14,9 +14,10 @@ from test_train import load_recipe
 
 from modeling_spa import SPAForAudioClassification
 from modeling_spa.analysis.zero_shot import chance_ap, load_scores, save_scores, text_results
-from modeling_spa.cli.tag import tag as cli
+from modeling_spa.cli import tag as cli
 from modeling_spa.frontend import frontend_preset
 from modeling_spa.label_text import encode_label_descriptions, free_text_description
+from modeling_spa.tagging import files as tagging
 from modeling_spa.windowing import window_settings
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -116,7 +117,7 @@ def test_spa_tag_labels_prints_ranked_cosines_of_windowed_files(centred, tmp_pat
     for text, value in zip(TEXTS, expected.tolist(), strict=True):
         assert printed[text] == pytest.approx(value, abs=6e-4)  # printed with 3 decimals
     extractor = AutoFeatureExtractor.from_pretrained(folder)
-    exact = cli.text_cosines(str(tmp_path / "clip.wav"), loaded, extractor, loaded.embed_texts(TEXTS))
+    exact = tagging.text_cosines(str(tmp_path / "clip.wav"), loaded, extractor, loaded.embed_texts(TEXTS))
     np.testing.assert_allclose(exact, expected.numpy(), rtol=1e-4, atol=1e-5)
     assert cli.main([str(tmp_path / "clip.wav"), "--model", str(folder), "--labels", *TEXTS, "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip())

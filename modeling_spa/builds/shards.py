@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from ..data.audio_files import AudioFileError, open_audio, read_all
 from ..feature_extraction_spa import mix_to_mono, resample
 from ..files import sha256_of_bytes, sha256_of_file, write_json
-from ..onnx_tagger import AudioFileError, open_audio, read_all
 
 DATA_DIR = "data"
 STATE_DIR = ".build"

@@ -37,7 +37,8 @@ from itertools import islice
 import torch
 from torch.utils.data import Sampler
 
-from .data import PADDING_ROW, keep_audio_undecoded
+from .collate import PADDING_ROW
+from .loading import keep_audio_undecoded
 from .splits import SplitSpec, select
 
 COLUMNS = ("video_id", "audio", "labels")

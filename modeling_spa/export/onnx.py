@@ -12,7 +12,8 @@ OUTPUT_DIR receives:
   p_a and the classifier, as `SPAForAudioClassification` computes them in eval mode. The batch axis is dynamic in
   both graphs; the window length is fixed (the model's `window_length_s`), as the model itself scores windows.
 - `labels.json` (class names, mids, ontology paths), `export.json` (the inference settings `tag_onnx.py` reads, the
-  versions, and the verification), `tag_onnx.py` (a copy of `modeling_spa/onnx_tagger.py`).
+  versions, and the verification), `tag_onnx.py` (a copy of `modeling_spa/export/onnx_tagger.py`) with the two files it
+  reads audio with (`audio_files.py`, `waveforms.py`).
 
 The exporter checks both graphs against torch on random windows (a short, masked one included), and with
 `--verify_dataset` on the real clips of a split: the windows of each clip through onnxruntime and through the
@@ -21,10 +22,8 @@ torch model, compared logit by logit (max |difference| recorded in export.json).
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import sys
 import warnings
 from pathlib import Path
 
@@ -32,8 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import waveforms
+from ..data import audio_files
+from ..windowing import window_settings
 from . import onnx_tagger
-from .windowing import window_settings
 
 DEFAULT_OPSET = 18  # DFT is opset 17+; 18 is what torch.onnx's dynamo exporter writes natively
 TAGGER_NAME = "tag_onnx.py"
@@ -136,7 +137,7 @@ def verify_random(model, out: Path) -> dict:
 def verify_clips(model, out: Path, dataset: str, split: str, clips: int, config: str | None = None) -> dict:
     """The windows of the first `clips` clips of a dataset split, through onnxruntime and torch. A clip that cannot
     be decoded (or is shorter than one analysis window) is skipped and named; a check that compared nothing fails."""
-    from .data import BadAudioError, decode_audio, load_audioset
+    from ..data import BadAudioError, decode_audio, load_audioset
 
     tagger = onnx_tagger.load(out)
     data = load_audioset(dataset, split, config)
@@ -170,7 +171,7 @@ def export(model_dir: str, output_dir: str | Path, opset: int = DEFAULT_OPSET, m
     import onnx
 
     if model is None:
-        from . import SPAForAudioClassification
+        from ..modeling_spa import SPAForAudioClassification
 
         model = SPAForAudioClassification.from_pretrained(model_dir)
     model = model.float().eval()
@@ -180,7 +181,10 @@ def export(model_dir: str, output_dir: str | Path, opset: int = DEFAULT_OPSET, m
     for name in ("frontend.onnx", "model.onnx"):
         onnx.checker.check_model(str(out / name))
     (out / "labels.json").write_text(json.dumps(label_texts(model), indent=1, ensure_ascii=False) + "\n")
+    # The tagger and the reader it imports as siblings: the package's own files, so the export reads files as spa-tag.
     shutil.copyfile(onnx_tagger.__file__, out / TAGGER_NAME)
+    for module in (audio_files, waveforms):
+        shutil.copyfile(module.__file__, out / Path(module.__file__).name)
     info = {
         "source": str(model_dir),
         "backbone": model.config.backbone,
@@ -201,38 +205,3 @@ def export(model_dir: str, output_dir: str | Path, opset: int = DEFAULT_OPSET, m
 
 def _write_info(out: Path, info: dict) -> None:
     (out / "export.json").write_text(json.dumps(info, indent=1) + "\n")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="spa-export", description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="a saved SPA model folder or a Hub id")
-    parser.add_argument("output", help="the export folder")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
-    parser.add_argument("--verify_dataset", help="an AudioSet-format dataset whose real clips check the export")
-    parser.add_argument("--verify_split", default="test")
-    parser.add_argument("--verify_dataset_config", help="the dataset's configuration, where it has several")
-    parser.add_argument("--verify_clips", type=int, default=16)
-    args = parser.parse_args(argv)
-    if args.verify_clips < 1:
-        parser.error("--verify_clips must be at least 1")
-    if args.opset < 17:
-        parser.error("the front-end's FFT needs ONNX DFT: opset 17 or later")
-    info = export(args.model, args.output, args.opset)
-    if args.verify_dataset:
-        from . import SPAForAudioClassification
-
-        model = SPAForAudioClassification.from_pretrained(args.model).float().eval()
-        try:
-            clips = verify_clips(model, Path(args.output), args.verify_dataset, args.verify_split, args.verify_clips,
-                                 args.verify_dataset_config)  # fmt: skip
-        except ValueError as err:  # the export is written; its check on real clips could not run
-            parser.exit(1, f"spa-export: wrote {args.output}, but the check on {args.verify_dataset} failed: {err}\n")
-        info["verification"]["clips"] = clips
-        _write_info(Path(args.output), info)
-    print(json.dumps(info["verification"], indent=1))
-    print(f"Wrote {args.output}: frontend.onnx, model.onnx, labels.json, export.json, {TAGGER_NAME}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,10 +4,12 @@ evaluation loader of a split, downloaded or streamed (`recipes/train.py`, `recip
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch.utils.data import DataLoader
 
-from .data import AudioSetCollator, default_num_workers
+from .collate import AudioSetCollator
 from .streaming import Rows, StridedStreamBatchSampler
 
 
@@ -57,3 +59,15 @@ def evaluation_loader(
 
 
 __all__ = ["evaluation_loader", "loader_options", "on_device", "own_generator"]
+
+
+def default_num_workers(processes_per_node: int | None = None) -> int:
+    """DataLoader workers per process: the cores this process may use, shared among the node's processes, minus one
+    for the process itself, at most 8 (decoding scales with cores; beyond 8 the main process's feeding and the
+    shared memory traffic dominate). 0 (decode in the main process) where a process has a single core.
+
+    `processes_per_node` defaults to the launcher's LOCAL_WORLD_SIZE (torchrun, `accelerate launch`), else 1.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    processes = processes_per_node or int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(0, min(8, cores // max(processes, 1) - 1))
