@@ -17,7 +17,8 @@ from modeling_spa.builds import read_audio
 from modeling_spa.data import BadAudioError, audio_files, decode_audio, load_audioset
 from modeling_spa.tagging import files as tagging
 from modeling_spa.taxonomy.audioset import cache_dir
-from modeling_spa.windowing import RESAMPLE_QUALITY, window_starts
+from modeling_spa.waveforms import RESAMPLE_QUALITY
+from modeling_spa.windowing import window_starts
 
 RATE = 48000  # every format below writes it (Opus takes no 44.1 kHz)
 MODEL_RATE = 16000

@@ -1,4 +1,4 @@
-"""ONNX export (modeling_spa/onnx_export.py): both graphs against torch under onnxruntime, on random windows and on
+"""ONNX export (modeling_spa/export/onnx.py): both graphs against torch under onnxruntime, on random windows and on
 real recordings, for the demo CNN and two paper backbones (PaSST and CNN14, tiny), and the standalone tagger, run
 where torch and the SPA package cannot be imported, against spa-tag."""
 
