@@ -33,7 +33,7 @@ import soxr
 import torch
 from torch.utils.data import DataLoader
 
-from modeling_spa import demo_sounds
+from modeling_spa.builds import synthetic as demo_sounds
 from modeling_spa.builds.shards import ClipTask, encode_clip
 from modeling_spa.data import AudioSetCollator, RandomCrop, decode_audio, default_num_workers
 from modeling_spa.waveforms import mix_to_mono

@@ -17,8 +17,8 @@ from modeling_spa.data import (
     decode_audio,
     default_num_workers,
     load_audioset,
-    mix_to_mono,
 )
+from modeling_spa.waveforms import mix_to_mono
 
 
 @pytest.fixture(scope="module")

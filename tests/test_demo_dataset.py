@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from recipe_loader import load_recipe
 
-from modeling_spa import demo_sounds
+from modeling_spa.builds import synthetic as demo_sounds
 from modeling_spa.builds.synthetic import SOUND_CLASSES, SPEECH_CLASSES, synthesize
 
 SR = 16000
