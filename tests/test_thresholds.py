@@ -127,6 +127,7 @@ def test_the_pipeline_keeps_its_scores_and_pipeline_tags_applies_the_thresholds(
     assert sorted(t["label"] for t in tags) == sorted(expected) and "Speech" in expected and "Dog" not in expected
     assert [t["score"] for t in tags] == sorted((t["score"] for t in tags), reverse=True)
     assert {t["label"]: t["threshold"] for t in tags}["Speech"] == 0.0
-    assert [t["label"] for t in pipeline_tags(predictions, tagger.model.config, 0.0)] == [p["label"] for p in predictions]
+    everything = pipeline_tags(predictions, tagger.model.config, 0.0)
+    assert [t["label"] for t in everything] == [p["label"] for p in predictions]
     with pytest.raises(ValueError, match="not among the model's classes"):
         pipeline_tags([{"label": "Siren", "score": 0.9}], tagger.model.config)
