@@ -129,3 +129,44 @@ def test_audacity_labels_and_json():
     parsed = json.loads(events_json(events, file="a.wav"))
     assert parsed["file"] == "a.wav"
     assert parsed["events"][0] == {"label": "Dog", "onset": 0.25, "offset": 1.5, "score": 0.91, "mid": "/m/0bt9lr"}
+
+
+# -- composed scenes and sed_eval ------------------------------------------------------------------------------------
+
+
+def tone(seconds: float, lead: float, tail: float, rate: int = 1000) -> np.ndarray:
+    """A tone of `seconds` between `lead` and `tail` seconds of silence."""
+    t = np.arange(int(seconds * rate)) / rate
+    return np.concatenate([np.zeros(int(lead * rate)), 0.5 * np.sin(2 * np.pi * 50 * t), np.zeros(int(tail * rate))])
+
+
+def test_a_scene_places_recordings_at_known_times():
+    from modeling_spa.tagging.scenes import Recording, active_span, compose_scene
+
+    assert active_span(tone(1.0, 0.3, 0.5), 1000) == pytest.approx((0.3, 1.3))
+    with pytest.raises(ValueError, match="silent"):
+        active_span(np.zeros(100), 1000)
+    recordings = [Recording(f"r{i}", tone(1.0 + i, 0.2, 0.3).astype(np.float32), ("Dog", "Bark")[: i + 1])
+                  for i in range(3)]  # fmt: skip
+    apart = compose_scene(recordings, 1000, np.random.default_rng(0), overlap_p=0.0)
+    starts = [start for _, start in apart.placements]
+    ends = [s + len(r.audio) / 1000 for s, r in zip(starts, recordings, strict=False)]
+    assert starts[0] == 1.0 and all(0.5 <= b - a <= 2.5 for a, b in zip(ends, starts[1:], strict=False))
+    assert [(e.label, e.onset) for e in apart.events if e.label == "Dog"] == [("Dog", s + 0.2) for s in starts]
+    first = round(starts[1] * 1000)
+    np.testing.assert_array_equal(apart.audio[first : first + len(recordings[1].audio)], recordings[1].audio)
+    together = compose_scene(recordings, 1000, np.random.default_rng(0), overlap_p=1.0)
+    spans = sorted((e.onset, e.offset) for e in together.events if e.label == "Dog")
+    assert all(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False))  # each starts before the previous ends
+
+
+def test_sed_eval_scores_events_and_segments():
+    from modeling_spa.tagging.scenes import sed_eval_scores
+
+    truth = {"s": [Event("Dog", 1.0, 3.0, 1.0), Event("Cat", 5.0, 6.0, 1.0)]}
+    perfect = sed_eval_scores(truth, truth, ["Dog", "Cat"], collars_s=(0.2, 1.0))
+    assert perfect["event_based"]["0.2"]["f1"] == 1.0 and perfect["segment_based"]["f1"] == 1.0
+    late = {"s": [Event("Dog", 1.5, 3.0, 0.9), Event("Cat", 5.0, 6.0, 0.9)]}
+    shifted = sed_eval_scores(truth, late, ["Dog", "Cat"], collars_s=(0.2, 1.0))
+    assert shifted["event_based"]["0.2"]["f1"] == pytest.approx(0.5)  # the Dog's onset is 0.5 s late
+    assert shifted["event_based"]["1"]["f1"] == 1.0

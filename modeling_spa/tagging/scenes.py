@@ -9,6 +9,7 @@ silence around a short recording are not counted as the sound. Used by `recipes/
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -106,8 +107,10 @@ def sed_eval_scores(
     and macro (class-wise average), computed by sed_eval over recordings (`reference` and `estimated` map a
     recording's name to its events)."""
     try:
-        import dcase_util
-        import sed_eval
+        with warnings.catch_warnings():  # dcase_util imports pkg_resources, deprecated (hence setuptools<81)
+            warnings.simplefilter("ignore", UserWarning)
+            import dcase_util
+            import sed_eval
     except ImportError as err:
         raise ImportError("Scoring timelines needs sed_eval: pip install sed_eval==0.2.1 (the dev extra)") from err
 
