@@ -49,6 +49,7 @@ from modeling_spa.data.streaming import open_part, part_size
 from modeling_spa.evaluation import check_audioset_head, score_split, split_metrics
 from modeling_spa.files import write_json
 from modeling_spa.hub.cards import HUB_AUDIOSET_NOTE, dataset_id, results_note
+from modeling_spa.tagging.hierarchy import LabelHierarchy
 from modeling_spa.tagging.thresholds import (
     DEFAULT_THRESHOLD,
     MIN_POSITIVES,
@@ -83,6 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min_positives", type=int, default=MIN_POSITIVES, help="fewer positives: the fallback")
     parser.add_argument("--fallback_threshold", type=float, default=DEFAULT_THRESHOLD)
     parser.add_argument("--write_thresholds", action="store_true", help="with --calibrate: store them in --model")
+    parser.add_argument("--f1_levels", type=int, nargs="+", default=[], metavar="DEPTH",
+                        help="also F1 of coarse tags at these ontology depths (0: Animal, Music, ...); needs the "
+                        "ontology files")  # fmt: skip
     args = parser.parse_args(argv)
     if args.write_thresholds and not args.calibrate:
         parser.error("--write_thresholds needs --calibrate")
@@ -181,7 +185,9 @@ def write_outputs(out: Path, args, model, spec: SplitSpec, split, metrics: dict)
             "aggregation": model.config.window_aggregation,
         },  # fmt: skip
     }
-    summary["f1"] = decision_f1(model, split, args.audioset_head)
+    summary["f1"] = decision_f1(model, split.scores, split.labels, args.audioset_head)
+    if args.f1_levels:
+        summary["f1_levels"] = level_f1(model, split, args.f1_levels)
     if results_note(args.dataset):
         summary["note"] = HUB_AUDIOSET_NOTE
     out.mkdir(parents=True, exist_ok=True)
@@ -197,18 +203,33 @@ def write_outputs(out: Path, args, model, spec: SplitSpec, split, metrics: dict)
     return summary
 
 
-def decision_f1(model, split, audioset_head: bool) -> dict:
+def decision_f1(model, scores: np.ndarray, labels: np.ndarray, audioset_head: bool = False, thresholds=None) -> dict:
     """Micro/macro F1 (and micro precision, recall) at a fixed 0.5 and at the checkpoint's calibrated thresholds."""
 
-    def summary(thresholds) -> dict:
-        report = f1_report(split.scores, split.labels, thresholds)
+    def summary(values) -> dict:
+        report = f1_report(scores, labels, values)
         report.pop("per_class_f1")
         return report
 
     f1 = {"fixed_0.5": summary(DEFAULT_THRESHOLD)}
     if model.config.thresholds is not None and not audioset_head:  # they belong to the SPA head
-        f1["calibrated"] = summary(np.asarray(model.config.thresholds))
+        f1["calibrated"] = summary(np.asarray(model.config.thresholds) if thresholds is None else thresholds)
     return f1
+
+
+def level_f1(model, split, levels: list[int]) -> dict:
+    """`decision_f1` of coarse tags: at each ontology depth, a node's score is its best class's, its label whether
+    any of its classes is a label, its threshold its classes' lowest (`modeling_spa.tagging.hierarchy`)."""
+    hierarchy = LabelHierarchy.for_model(model.config)
+    scores, labels = hierarchy.node_scores(split.scores), hierarchy.node_scores(split.labels)
+    calibrated = model.config.thresholds
+    out = {}
+    for level in levels:
+        nodes = hierarchy.level_nodes(level)
+        limits = hierarchy.node_thresholds(calibrated)[nodes] if calibrated is not None else None
+        f1 = decision_f1(model, scores[:, nodes], labels[:, nodes], thresholds=limits)
+        out[f"level_{level}"] = {"tags": [hierarchy.node_names[n] for n in nodes], **f1}
+    return out
 
 
 def calibrate(args, model, spec: SplitSpec, split, out: Path) -> dict:

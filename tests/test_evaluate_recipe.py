@@ -190,9 +190,15 @@ def test_calibrated_thresholds_are_written_into_the_checkpoint_and_scored(build,
     assert "## Decision thresholds\nOne threshold per class" in (model_dir / "README.md").read_text()
     assert summary["calibration"]["f1"]["calibrated (in-sample)"]["micro_f1"] >= summary["f1"]["fixed_0.5"]["micro_f1"]
     # Evaluated again, the checkpoint's thresholds are scored beside 0.5.
-    again = evaluate("--model", str(model_dir), "--dataset", str(build), "--output_dir", str(tmp_path / "again"))
+    again = evaluate("--model", str(model_dir), "--dataset", str(build), "--output_dir", str(tmp_path / "again"),
+                     "--f1_levels", "0")  # fmt: skip
     reference = f1_report(scores, labels, expected)
     assert again["f1"]["calibrated"]["micro_f1"] == pytest.approx(reference["micro_f1"])
     assert again["f1"]["calibrated"]["macro_f1"] == pytest.approx(reference["macro_f1"])
+    # Coarse tags: a top-level node is a label when one of its classes is, and scores its best class.
+    level = again["f1_levels"]["level_0"]
+    assert set(level["tags"]) <= {"Animal", "Music", "Sounds of things", "Human sounds", "Natural sounds",
+                                  "Source-ambiguous sounds", "Channel, environment and background"}  # fmt: skip
+    assert set(level) == {"tags", "fixed_0.5", "calibrated"}
     with pytest.raises(SystemExit):  # --write_thresholds without --calibrate is a usage error
         evaluate("--model", str(model_dir), "--dataset", str(build), "--write_thresholds")
