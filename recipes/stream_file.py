@@ -6,7 +6,7 @@ as they finish, with how much audio had arrived when each came; then checked aga
 
 A microphone or socket callback does the same: `stream.feed(chunk)` with float samples, (frames,) or
 (frames, channels), at the rate given when the stream was made. The file is read with the package's reader
-(`data.audio_files`) in blocks of 1 to 100,000 frames, as they might arrive.
+(`data.audio_files`) in blocks of 1 to 8,192 frames, as a sound card's callback might deliver them.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def chunks(path: str, rng: np.random.Generator):
         yield rate
         for block in read_blocks(sound, path, 1 << 16):
             while len(block):
-                size = int(rng.integers(1, 100_000))
+                size = int(rng.integers(1, 8193))
                 yield block[:size]
                 block = block[size:]
 
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
             if not isinstance(item, WindowScores):
                 events.append(item)
                 print(f"[{stream.received_s:7.2f} s fed] {item.onset:7.2f} - {item.offset:7.2f} s  {item.score:.3f}  "
-                      f"{item.label}  (after {stream.received_s - item.offset:.2f} s)")  # fmt: skip
+                      f"{item.label}  ({stream.received_s - item.offset:.2f} s after its end)")  # fmt: skip
     for item in stream.close():
         windows += isinstance(item, WindowScores)
         if not isinstance(item, WindowScores):
