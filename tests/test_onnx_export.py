@@ -18,6 +18,7 @@ from modeling_spa import SPAConfig, SPAFeatureExtractor, SPAForAudioClassificati
 from modeling_spa.backbone_cnn14 import Cnn14Config
 from modeling_spa.backbone_passt import PaSSTConfig
 from modeling_spa.cli.export import main as export_main
+from modeling_spa.data import audio_files
 from modeling_spa.export import onnx as onnx_export
 from modeling_spa.export import onnx_tagger
 from modeling_spa.frontend import LogMelFrontend, frontend_preset
@@ -85,7 +86,7 @@ def demo_export(tmp_path_factory):
 def test_the_export_folder(demo_export):
     _, out = demo_export
     assert sorted(p.name for p in out.iterdir()) == [
-        "export.json", "frontend.onnx", "labels.json", "model.onnx", "tag_onnx.py"
+        "audio_files.py", "export.json", "frontend.onnx", "labels.json", "model.onnx", "tag_onnx.py", "waveforms.py"
     ]  # fmt: skip
     info = json.loads((out / "export.json").read_text())
     assert info["inference"] == {"sampling_rate": 16000, "window": 16000, "hop": 16000, "aggregation": "mean",
@@ -95,6 +96,8 @@ def test_the_export_folder(demo_export):
     assert labels == {"names": ["Dog", "Cat", "Speech"], "mids": [DOG, CAT, SPEECH],
                       "paths": ["Animal > Dog", "Animal > Cat", "Human sounds > Speech"]}  # fmt: skip
     assert (out / "tag_onnx.py").read_text() == open(onnx_tagger.__file__).read()
+    # The package's own reader beside it, not a copy that could drift.
+    assert (out / "audio_files.py").read_text() == open(audio_files.__file__).read()
 
 
 def test_both_graphs_equal_torch_for_other_batch_sizes_and_masked_windows(demo_export):
