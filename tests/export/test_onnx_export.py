@@ -29,7 +29,7 @@ pytest.importorskip("onnxruntime", reason="the export extra (onnx, onnxruntime, 
 
 DOG, CAT, SPEECH = "/m/0bt9lr", "/m/01yrx", "/m/09x0r"
 # The real recordings (recipes/build_real_sounds.py's `sources` build); its test split is never trained on.
-REAL_SOURCES = Path(os.environ.get("SPA_REAL_SOUNDS", Path(__file__).parents[1] / "outputs/real_sounds/sources"))
+REAL_SOURCES = Path(os.environ.get("SPA_REAL_SOUNDS", Path(__file__).parents[2] / "outputs/real_sounds/sources"))
 # Torch, the package and transformers may not be imported by the standalone tagger: the blocker makes any such
 # import fail, then reports what got in (it must be nothing).
 BLOCKER = textwrap.dedent("""
