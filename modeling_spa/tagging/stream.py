@@ -14,7 +14,7 @@ Chunks are float samples in [-1, 1] at the `sampling_rate` given (PCM integers m
 (frames, channels) as soundfile and sounddevice give them; they are mixed to mono, resampled to the model's rate by a
 soxr stream and cut into the model's windows by the cutter that files go through (`data.audio_files.WindowCutter`),
 and the windows go through the same scoring and the same `EventTracker` as `timeline.file_events`. So the same audio
-gives the same window scores and the same events, whatever the chunk sizes (tests/test_events.py checks it).
+gives the same window scores and the same events, whatever the chunk sizes (tests/tagging/test_timeline.py checks it).
 
 Latency: a window's scores come with the chunk that completes it; an event comes, finished, once the audio fed
 reaches `latency_s` past its offset: the window and the hop (`EventRules.latency_s`; plus half the median filter and
