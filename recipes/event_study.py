@@ -18,8 +18,10 @@ ontology levels 0 and 1 (reference labels mapped to their ancestors there). Even
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import itertools
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,7 @@ import soundfile
 
 from modeling_spa import SPAFeatureExtractor, SPAForAudioClassification
 from modeling_spa.data import decode_audio, load_audioset
-from modeling_spa.files import write_json
+from modeling_spa.files import sha256_of_file, write_json
 from modeling_spa.tagging.events import Event, EventRules, events_tsv
 from modeling_spa.tagging.hierarchy import LabelHierarchy
 from modeling_spa.tagging.scenes import Recording, compose_scene, sed_eval_scores
@@ -89,7 +91,8 @@ def write_scenes(recordings: list[Recording], pool: str, args, rate: int) -> dic
 
 
 def window_scores(path: str, model, extractor, hop: float, cache: Path) -> list[WindowScores]:
-    """The scene's window scores at `hop`, cached beside it (scoring is the slow part; the grid is not)."""
+    """The scene's window scores at `hop`, cached (scoring is the slow part; the grid is not). `cache` is named after
+    the model's weights, so another checkpoint never reads this one's scores."""
     stored = cache / f"{Path(path).stem}_hop{hop:g}.npz"
     if stored.is_file():
         data = np.load(stored)
@@ -121,14 +124,29 @@ def evaluate(scenes, scores, model, setting: dict, level: int | None = None, hie
     return sed_eval_scores(reference, estimated, classes.labels, COLLARS_S)
 
 
+def provenance(args, argv: list[str], model_sha256: str) -> dict:
+    """What the figures depend on besides this file: the command, the checkpoint's weights, the real-recording build
+    (its stamp names the sources' manifest and the build settings) and the scoring library's version."""
+    stamp = Path(args.sources).parent / "build_stamp.json"
+    return {
+        "command": " ".join(["python", "recipes/event_study.py", *argv]),
+        "arguments": vars(args),
+        "model_sha256": model_sha256,
+        "real_sounds_build": json.loads(stamp.read_text()) if stamp.is_file() else None,
+        "sed_eval": importlib.metadata.version("sed_eval"),
+    }
+
+
 def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     model = SPAForAudioClassification.from_pretrained(args.model).eval()
     extractor = SPAFeatureExtractor.from_pretrained(args.model)
     rate = extractor.sampling_rate
     window = window_settings(model.config).length / rate
     hops = sorted({*args.hops, window})
-    cache = Path(args.work_dir) / "window_scores"
+    model_sha256 = sha256_of_file(Path(args.model) / "model.safetensors")
+    cache = Path(args.work_dir) / "window_scores" / model_sha256[:16]
     cache.mkdir(parents=True, exist_ok=True)
     pools, scores = {}, {}
     for pool in POOLS:
@@ -174,6 +192,7 @@ def main(argv=None) -> dict:
 
     results = {
         "model": args.model,
+        "provenance": provenance(args, argv, model_sha256),
         "window_s": window,
         "scenes": {
             pool: {
@@ -183,7 +202,8 @@ def main(argv=None) -> dict:
             for pool in POOLS
         },  # fmt: skip
         "recordings": count,
-        "metrics": "sed_eval 0.2.1: event-based (collars 0.2 s and 1 s, offset 20 % of length), segment-based (1 s)",
+        "metrics": f"sed_eval {importlib.metadata.version('sed_eval')}: event-based (collars 0.2 s and 1 s, offset "
+        "20 % of length), segment-based (1 s)",
         "chosen_by": f"event-based F1, {SELECT_COLLAR} s collar, validation pool",
         "chosen_on_validation": report(chosen),
         "baseline": report(baseline),
