@@ -117,15 +117,28 @@ def label_uniformity_loss(label_text_embeds: torch.Tensor, t: float = 2.0) -> to
     return torch.logsumexp(logits.flatten(), dim=0) - math.log(num * (num - 1))
 
 
-def label_geometry_loss(label_text_embeds: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+def label_geometry_target(reference: torch.Tensor) -> torch.Tensor:
+    """The target of `label_geometry_loss`: the (C, C) pairwise cosines of the `reference` (C, V), a constant (no
+    gradient). A model computes it once per state of its label text, not at every step: at C = 527, V = 768 it is
+    a third of the term's cost."""
+    return pairwise_cosine(reference.detach())
+
+
+def label_geometry_loss(
+    label_text_embeds: torch.Tensor, reference: torch.Tensor | None = None, target: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean squared difference between the pairwise cosines of the label embeddings E_t (C, D) and those of a
-    `reference` (C, V), over the C(C - 1) ordered pairs of distinct labels.
+    `reference` (C, V), over the C(C - 1) ordered pairs of distinct labels. Give the `reference`, or its cosines
+    already computed as `target` (`label_geometry_target(reference)`), not both.
 
     With the text encoder's label embeddings as the reference, p_t may rotate and rescale the label space but must
     keep its shape: which labels are near which, as the text encoder (and through the descriptions, the ontology)
     says. The reference's cosines are a target, not a function to differentiate.
     """
+    if (reference is None) == (target is None):
+        raise ValueError("label_geometry_loss takes the reference embeddings or their target cosines: one of them.")
+    if target is None:
+        target = label_geometry_target(reference)
     num = label_text_embeds.shape[0]
-    target = pairwise_cosine(reference.detach())
     squared = (pairwise_cosine(label_text_embeds) - target).square()
     return torch.where(_off_diagonal(num, squared.device), squared, 0.0).sum() / max(num * (num - 1), 1)

@@ -7,6 +7,7 @@ from torch import nn
 
 from modeling_spa.losses import (
     label_geometry_loss,
+    label_geometry_target,
     label_uniformity_loss,
     obce_loss,
     ontology_loss_weight,
@@ -226,6 +227,21 @@ def test_geometry_by_hand():
     weights = torch.randn(2, 2, requires_grad=True)
     label_geometry_loss(embeds @ weights, reference).backward()
     assert weights.grad.abs().sum() > 0 and reference.grad is None  # the reference is a target
+
+
+def test_geometry_from_a_precomputed_target_is_the_same_loss_and_gradient():
+    """A model computes the target once (`label_geometry_target`); the loss and its gradient are the reference's."""
+    reference = torch.randn(7, 5)
+    grads = []
+    for kwargs in ({"reference": reference}, {"target": label_geometry_target(reference)}):
+        embeds = torch.randn(7, 3, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+        loss = label_geometry_loss(embeds, **kwargs)
+        loss.backward()
+        grads.append((loss.detach(), embeds.grad))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+    for wrong in ({}, {"reference": reference, "target": label_geometry_target(reference)}):
+        with pytest.raises(ValueError, match="one of them"):
+            label_geometry_loss(torch.randn(7, 3), **wrong)
 
 
 def mean_pairwise_cosine(embeds: torch.Tensor) -> float:
