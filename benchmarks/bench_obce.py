@@ -17,7 +17,7 @@ import time
 import torch
 
 from modeling_spa.losses import ontology_loss_weight
-from modeling_spa.ontology import AudioSetOntology
+from modeling_spa.taxonomy import AudioSetOntology
 
 
 def gathered_weight(labels: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:

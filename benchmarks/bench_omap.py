@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score
 
 from modeling_spa.metrics import compute_omap
-from modeling_spa.ontology import AudioSetOntology
+from modeling_spa.taxonomy import AudioSetOntology
 
 
 def audioset_like(clips: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import ASTConfig, ASTForAudioClassification, ASTModel
+from transformers import ASTConfig, ASTModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogram_transformer import ASTMLPHead
 
@@ -56,22 +56,3 @@ class ASTBackbone(nn.Module):
         if not hasattr(self, "classifier"):
             raise ValueError("This AST backbone has no AudioSet head (its config does not have 527 labels).")
         return torch.sigmoid(self.classifier(self(features).pooler_output))
-
-    @classmethod
-    def from_pretrained_ast(cls, name_or_path: str, **kwargs) -> ASTBackbone:
-        """A pretrained AST checkpoint (a Hub id or a folder); an AudioSet classifier (527 labels) is kept as the
-        original head, any other head is dropped."""
-        try:
-            pretrained = ASTForAudioClassification.from_pretrained(name_or_path, **kwargs)
-        except OSError as err:
-            raise OSError(
-                f"AST checkpoint {name_or_path!r}: neither a local folder with an AST model nor loadable from the Hub "
-                f"({str(err).splitlines()[0]})"
-            ) from err
-        backbone = cls.__new__(cls)
-        nn.Module.__init__(backbone)
-        backbone.ast = pretrained.audio_spectrogram_transformer
-        if pretrained.config.num_labels == AUDIOSET_CLASSES:
-            backbone.classifier = pretrained.classifier
-            backbone.audioset_head_modules = ("classifier",)
-        return backbone

@@ -10,16 +10,17 @@ dropout 0.5; `fc1` + ReLU gives the 2048-dim embedding, which is the pooled outp
 PANNs' `embedding`); `fc_audioset` + sigmoid on the embedding before that dropout is the original AudioSet head
 (`audioset_scores`, PANNs' `clipwise_output`).
 
-Length: the five 2x2 poolings need at least 32 frames, 9,920 samples at 32 kHz with the `cnn14` front-end; a
-shorter input is refused with a ValueError (pad it with zeros). Padded batches: PANNs pools over every frame, so the
-padding of a batch would change a clip's result (the padding's -100 dB frames reach ~1.3 s into the clip through the
-convolutions, and enter the time mean and max). Here, given the front-end's frame mask, the feature maps are zeroed
-beyond each clip's frames before every convolution (exactly what the convolutions' own zero padding does at the end
-of an unpadded input) and the time pooling covers the clip's frames only, so a clip's result does not depend on the
-padding around it, and equals the unpadded result up to the front-end's last two frames (a padded clip's last
-windows see zeros where an unpadded one sees the reflection padding of the STFT). Without padding the mask changes
-nothing and the output is the peer's. A clip with fewer than 32 real frames in a padded batch is scored over its
-first 32 frames, the front-end's silence frames (-100 dB) after its audio included, rather than refused mid-training.
+Length: the five 2x2 poolings need at least 32 frames, 9,920 samples at 32 kHz with the `cnn14` front-end; a shorter
+input is refused with a ValueError (pad it with zeros). Padded batches: PANNs pools over every frame, so the padding of
+a batch would change a clip's result (the padding's -100 dB frames reach ~1.3 s into the clip through the convolutions,
+and enter the time mean and max). Here, given the front-end's frame mask, the feature maps are zeroed beyond each clip's
+frames before every convolution (exactly what the convolutions' own zero padding does at the end of an unpadded input)
+and the time pooling covers the clip's frames only; the front-end continues each padded clip past its end as the STFT of
+the clip alone reflects it (`frontend.reflect_tails`). So a clip's result does not depend on the padding around it:
+equal to its unpadded result in float64 (to 1e-15), to float32 rounding otherwise (2.4e-7 for a 4 s clip padded to 10
+s). Without padding the mask changes nothing and the output is the peer's. A clip with fewer than 32 real frames in a
+padded batch is scored over its first 32 frames, the front-end's silence frames (-100 dB) after its audio included,
+rather than refused mid-training.
 
 Not ported: SpecAugment and mixup, which PANNs' `Cnn14.forward` applies in training; they are augmentations of the
 training recipe, not part of the network, and are left to it.
@@ -38,39 +39,11 @@ PEFT LoRA targets: the convolutions `conv1`, `conv2` (of the `conv_block*` modul
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-from .checkpoints import (
-    RELEASES,
-    Release,
-    load_matching,
-    load_torch_checkpoint,
-    register_release,
-    resolve_checkpoint,
-    tensors_of,
-)
-
-FAMILY = "cnn14"
-# The in-model STFT (conv weights) and mel filterbank of PANNs' checkpoints: the front-end preset replaces them.
-FRONTEND_PREFIXES = ("spectrogram_extractor.", "logmel_extractor.")
-
-register_release(
-    Release(
-        name="cnn14-ap431",
-        backbone=FAMILY,
-        # Zenodo serves the file at this address (`?download=1` only adds an attachment header).
-        url="https://zenodo.org/records/3987831/files/Cnn14_mAP%3D0.431.pth",
-        sha256="0dc499e40e9761ef5ea061ffc77697697f277f6a960894903df3ada000e34b31",
-        licence="cc-by-4.0",
-        description="PANNs CNN14 trained on AudioSet at 32 kHz (Kong et al., 2020), mAP 0.431",
-    )
-)
 
 
 class Cnn14Config(PreTrainedConfig):
@@ -238,47 +211,10 @@ class Cnn14Backbone(nn.Module):
         mean = hidden.masked_fill(padding, 0.0).sum(dim=2) / (~padding).sum(dim=2)
         return peak + mean
 
-    @classmethod
-    def from_panns_checkpoint(cls, source: str | os.PathLike) -> Cnn14Backbone:
-        """A CNN14 with the weights of a PANNs checkpoint: a file, or the short name of a release (`cnn14-ap431`)."""
-        releases = {name: release for name, release in RELEASES.items() if release.backbone == FAMILY}
-        path = resolve_checkpoint(source, releases)
-        # The `sampler` entry holds NumPy arrays: allow-listed plain arrays, never code.
-        checkpoint = load_torch_checkpoint(path, allow_numpy=True)
-        state = convert_panns_state_dict(tensors_of(checkpoint, path, ("model",)))
-        backbone = cls(config_from_state_dict(state))
-        load_matching(backbone, state, FAMILY, str(path))
-        return backbone.eval()
-
 
 def _may_branch_on_data() -> bool:
     """False while compiling, exporting or tracing: there the graph must mask whatever the mask holds."""
     return not (torch.compiler.is_compiling() or torch.jit.is_tracing())
 
 
-def convert_panns_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A PANNs CNN14 state dict in this module's names: the in-model STFT/mel dropped, a DataParallel `module.`
-    prefix (fine-tuned copies saved without `.module`) removed."""
-    if state and all(key.startswith("module.") for key in state):
-        state = {key.removeprefix("module."): value for key, value in state.items()}
-    return {key: value for key, value in state.items() if not key.startswith(FRONTEND_PREFIXES)}
-
-
-def config_from_state_dict(state: dict[str, torch.Tensor]) -> Cnn14Config:
-    """The config whose shapes the file has; the default config where the file is no CNN14 (the key check then
-    names it as another family's file)."""
-    hidden_sizes = []
-    while f"conv_block{len(hidden_sizes) + 1}.conv1.weight" in state:
-        hidden_sizes.append(state[f"conv_block{len(hidden_sizes) + 1}.conv1.weight"].shape[0])
-    if not hidden_sizes or "bn0.weight" not in state or "fc1.weight" not in state:
-        return Cnn14Config()
-    head = state.get("fc_audioset.weight")
-    return Cnn14Config(
-        num_mel_bins=state["bn0.weight"].shape[0],
-        hidden_sizes=hidden_sizes,
-        embedding_size=state["fc1.weight"].shape[0],
-        num_audioset_classes=0 if head is None else head.shape[0],
-    )
-
-
-__all__ = ["Cnn14Backbone", "Cnn14Config", "Cnn14ConvBlock", "config_from_state_dict", "convert_panns_state_dict"]
+__all__ = ["Cnn14Backbone", "Cnn14Config", "Cnn14ConvBlock"]

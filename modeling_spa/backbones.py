@@ -4,7 +4,8 @@ A backbone module maps log-mel features (B, frames, mels), a frame mask and the 
 `output_attentions` flags to a `BaseModelOutputWithPooling` whose `pooler_output` is the pooled embedding (B, U);
 `hidden_states` and `attentions` are its own (None when not asked for or when it has none). A module that must not be
 split across devices declares it as transformers models do, in a `_no_split_modules` attribute of the backbone module.
-Adding one of the paper's other backbones is one file with its module plus one `register_backbone` call here.
+Adding a backbone is one file with its module and config plus one `register_backbone` call here; a converter for
+its authors' checkpoints goes to `modeling_spa/conversion/` (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .backbone_cnn14 import Cnn14Backbone, Cnn14Config
 from .backbone_demo_cnn import DemoCNNBackbone, DemoCNNConfig
 from .backbone_htsat import HTSATBackbone, HTSATConfig
 from .backbone_passt import PaSSTBackbone, PaSSTConfig
-from .backbone_psla import PSLABackbone, PSLAConfig, load_psla_checkpoint
+from .backbone_psla import PSLABackbone, PSLAConfig
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,8 @@ class BackboneSpec:
             checkpoint (HTS-AT: 32 kHz as trained on AudioSet, 48 kHz as CLAP's audio tower).
         build: config -> module with `forward(features, frame_mask, output_hidden_states, output_attentions)`.
         pooled_size: config -> U, the size of the pooled embedding.
-        load_pretrained: checkpoint (a file, a release's short name, a Hub id) -> a built module with a `config`
-            attribute and the checkpoint's weights (None: not offered).
         max_frames: config -> the frames the backbone takes at most, or None for any length; the front-end's
             `max_frames` must equal it (the default reads `config.max_length`, as AST's config has it).
-        licence: the licence of the family's public weights, for model cards.
 
     A backbone module that keeps its family's original AudioSet head (off the SPA path) implements
     `audioset_scores(features, frame_mask) -> (B, 527)` probabilities, the published model's own predictions, and
@@ -50,9 +48,7 @@ class BackboneSpec:
     frontend: str | Callable[[PreTrainedConfig], str]
     build: Callable[[PreTrainedConfig], nn.Module]
     pooled_size: Callable[[PreTrainedConfig], int]
-    load_pretrained: Callable[[str], nn.Module] | None = None
     max_frames: Callable[[PreTrainedConfig], int | None] = lambda config: getattr(config, "max_length", None)
-    licence: str = ""
 
     def frontend_name(self, config: PreTrainedConfig) -> str:
         return self.frontend if isinstance(self.frontend, str) else self.frontend(config)
@@ -105,28 +101,8 @@ def backbone_spec(name: str) -> BackboneSpec:
 
 
 register_backbone(BackboneSpec("demo_cnn", DemoCNNConfig, "tiny", DemoCNNBackbone, lambda c: c.hidden_sizes[-1]))
-register_backbone(
-    BackboneSpec(
-        "ast",
-        ASTConfig,
-        "ast",
-        ASTBackbone,
-        lambda c: c.hidden_size,
-        ASTBackbone.from_pretrained_ast,
-        licence="bsd-3-clause",  # MIT/ast-finetuned-audioset-10-10-0.4593, as the YuanGongND/ast repository
-    )
-)
-register_backbone(
-    BackboneSpec(
-        "cnn14",
-        Cnn14Config,
-        "cnn14",
-        Cnn14Backbone,
-        lambda c: c.embedding_size,
-        Cnn14Backbone.from_panns_checkpoint,
-        licence="cc-by-4.0",  # PANNs' Cnn14_mAP=0.431.pth (Zenodo record 3987831); the code is MIT
-    )
-)
+register_backbone(BackboneSpec("ast", ASTConfig, "ast", ASTBackbone, lambda c: c.hidden_size))
+register_backbone(BackboneSpec("cnn14", Cnn14Config, "cnn14", Cnn14Backbone, lambda c: c.embedding_size))
 register_backbone(
     BackboneSpec(
         "htsat",
@@ -134,30 +110,10 @@ register_backbone(
         lambda c: c.frontend_preset,  # cnn14 (32 kHz, HTS-AT's AudioSet checkpoints) or htsat (48 kHz, CLAP's tower)
         HTSATBackbone,
         lambda c: c.pooled_size,
-        HTSATBackbone.from_pretrained_htsat,
         max_frames=lambda c: c.max_frames,
-        licence="mit",  # HTS-AT's AudioSet checkpoints; CLAP's laion/clap-htsat-unfused is Apache-2.0
     )
 )
+register_backbone(BackboneSpec("psla", PSLAConfig, "psla", PSLABackbone, lambda c: c.hidden_dim))
 register_backbone(
-    BackboneSpec(
-        "psla",
-        PSLAConfig,
-        "psla",
-        PSLABackbone,
-        lambda c: c.hidden_dim,
-        load_psla_checkpoint,  # PSLA's as_mdl_0_wa.pth / as_mdl_0.pth, by path (no pinned hash)
-        licence="bsd-3-clause",  # YuanGongND/psla
-    )
-)
-register_backbone(
-    BackboneSpec(
-        "passt",
-        PaSSTConfig,
-        lambda c: c.frontend_preset,
-        PaSSTBackbone,
-        lambda c: c.hidden_size,
-        PaSSTBackbone.from_original,
-        licence="apache-2.0",  # kkoutini/PaSST code and release weights
-    )
+    BackboneSpec("passt", PaSSTConfig, lambda c: c.frontend_preset, PaSSTBackbone, lambda c: c.hidden_size)
 )

@@ -9,7 +9,7 @@ from transformers.utils import logging
 from .augmentation import AugmentationConfig
 from .backbones import BACKBONES, backbone_spec
 from .frontend import frontend_preset
-from .ontology import DEFAULT_PROMPT, DESCRIPTION_STYLES
+from .label_text import DEFAULT_PROMPT, DESCRIPTION_STYLES
 from .windowing import window_settings
 
 CLASSIFICATION_LOSSES = ("obce", "bce")
@@ -49,7 +49,7 @@ class SPAConfig(PreTrainedConfig):
             all C labels (S the clip's cosines to every E_t, τ = `spa_temperature`) against the clip's labels
             normalised to sum 1. Eq. 4 only pulls E_a towards its labels' E_t, and with a learnable p_t the cheapest
             way to do that is to map every label to nearly one direction (the label space collapses: see
-            `modeling_spa.diagnostics`); the softmax also pushes E_a away from the other labels, so a collapsed
+            `modeling_spa.analysis.diagnostics`); the softmax also pushes E_a away from the other labels, so a collapsed
             label space is its worst solution (loss log C), not its best.
         spa_temperature (`float`): τ of the `contrastive` objective (default 0.1).
         spa_uniformity_weight (`float`): weight, inside α, of the uniformity of the label embeddings (Wang & Isola

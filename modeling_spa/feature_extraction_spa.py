@@ -8,12 +8,11 @@ batched on their own device (`modeling_spa.frontend`). This extractor therefore 
 from __future__ import annotations
 
 import numpy as np
-import soxr
 from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import PaddingStrategy, TensorType, is_torch_tensor, logging
 
-from .windowing import RESAMPLE_QUALITY
+from .waveforms import mix_to_mono, resample
 
 logger = logging.get_logger(__name__)
 
@@ -79,7 +78,7 @@ def _to_mono_float(clip: np.ndarray, index: int) -> np.ndarray:
                 f"Clip {index} has shape {clip.shape}: a 2-D clip is (channels, samples) or (samples, channels) "
                 f"with at most {MAX_CHANNELS} channels; pass a batch of mono clips as a 2-D array or a list of clips"
             )
-        clip = clip.mean(axis=channel_axis)
+        clip = mix_to_mono(clip, channel_axis)
     elif clip.ndim != 1:
         raise ValueError(f"Clip {index} has shape {clip.shape}; expected (samples,) or a 2-D multi-channel clip")
     if clip.size == 0:
@@ -223,7 +222,7 @@ class SPAFeatureExtractor(SequenceFeatureExtractor):
 
         clips = [_to_mono_float(clip, index) for index, clip in enumerate(_split_clips(raw_speech))]
         if sampling_rate != self.sampling_rate:
-            clips = [soxr.resample(clip, sampling_rate, self.sampling_rate, quality=RESAMPLE_QUALITY) for clip in clips]
+            clips = [resample(clip, sampling_rate, self.sampling_rate) for clip in clips]
 
         target = self._target_length(max_length)
         if truncation:

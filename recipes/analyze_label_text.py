@@ -8,7 +8,7 @@ follow the ontology, per description style, and after p_t for trained checkpoint
 For the text encoder and each style, the descriptions of the labels (default: AudioSet's 527) are embedded as
 `from_backbone` embeds them (`encode_label_descriptions`), and for each checkpoint its own T̂ (the
 `label_text_embeds` buffer) and E_t = p_t(T̂) come from its weights alone (no text encoder, no ontology files: the
-distances and categories are in the checkpoint). The figures (`modeling_spa.label_geometry`): Spearman between
+distances and categories are in the checkpoint). The figures (`modeling_spa.analysis.label_geometry`): Spearman between
 cosine distance and ontology hop distance over label pairs, k-nearest-neighbour purity of the top-level category
 and its chance level, the mean pairwise cosine.
 
@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 
 from modeling_spa import SPAForAudioClassification
-from modeling_spa.label_geometry import label_geometry, plot_tsne, top_level_names, tsne
-from modeling_spa.label_text import encode_label_descriptions
-from modeling_spa.ontology import CONCAT_SEPARATOR, DESCRIPTION_STYLES, AudioSetOntology
-from modeling_spa.reporting import markdown_table
+from modeling_spa.analysis.label_geometry import label_geometry, plot_tsne, top_level_names, tsne
+from modeling_spa.analysis.reporting import markdown_table
+from modeling_spa.label_text import CONCAT_SEPARATOR, DESCRIPTION_STYLES, encode_label_descriptions
+from modeling_spa.taxonomy import AudioSetOntology
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 

@@ -12,9 +12,9 @@ One build is one config of the Hub copy `agkphysics/AudioSet`, with its split na
 
 Every clip is decoded (any format soundfile reads), mixed to mono, resampled once to `--rate` (soxr) and stored as
 16-bit FLAC, in shards of `--clips-per-shard` segments in CSV order. A killed build continues where it stopped when
-run again with the same arguments (`modeling_spa.builds`); the same inputs give byte-identical shards whatever the
-number of workers. Missing and unreadable clips are counted, listed with their reasons in `build_report.json` and
-printed. How clip files are named and matched: `modeling_spa.segments`.
+run again with the same arguments (`modeling_spa.builds.shards`); the same inputs give byte-identical shards whatever
+the number of workers. Missing and unreadable clips are counted, listed with their reasons in `build_report.json` and
+printed. How clip files are named and matched: `modeling_spa.builds.audioset`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from modeling_spa.builds import (
+from modeling_spa.builds.audioset import CONFIG_FILES, ClipIndex, Segment, SegmentsError, config_segments
+from modeling_spa.builds.shards import (
     REPORT_FILE,
     ClipTask,
     build_shards,
@@ -38,8 +39,7 @@ from modeling_spa.builds import (
     render_dataset_card,
     report_summary,
 )
-from modeling_spa.ontology import AudioSetOntology
-from modeling_spa.segments import CONFIG_FILES, ClipIndex, Segment, config_segments
+from modeling_spa.taxonomy import AudioSetOntology
 
 CLASSES_FILE = "classes.json"
 
@@ -160,4 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (SegmentsError, FileNotFoundError) as err:  # bad or missing CSVs: the message names file and line
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)

@@ -1,6 +1,6 @@
 """Build a small synthetic dataset in the format of the Hub's `agkphysics/AudioSet`, offline and deterministic.
 
-Each clip mixes 1-3 sound events (`modeling_spa.demo_sounds`) at random onsets, lengths and levels over a faint
+Each clip mixes 1-3 sound events (`modeling_spa.builds.synthetic`) at random onsets, lengths and levels over a faint
 noise floor, and is stored as FLAC bytes. Columns mirror the Hub parquet: `video_id`, `audio`
 (`Audio(decode=False)`: decode the FLAC bytes with soundfile), `labels` (AudioSet mids) and `human_labels`
 (their display names).
@@ -34,8 +34,8 @@ import datasets
 import numpy as np
 import soundfile as sf
 
-from modeling_spa import demo_sounds
-from modeling_spa.ontology import AudioSetOntology
+from modeling_spa.builds import synthetic as demo_sounds
+from modeling_spa.taxonomy import AudioSetOntology
 
 SPLITS = ("train", "validation", "test")
 _SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}  # part of every clip's seed: splits never share clips

@@ -12,13 +12,14 @@ installing; GCompris' sounds come out of its Qt resource bundles.
 Outputs, two AudioSet-format builds (`load_audioset(DIR, split)`; `recipes/train.py --dataset DIR --classes
 DIR/classes.json`), both with the extra columns `source` and `licence`:
     OUTPUT/sources/    one row per recording, split into disjoint train / validation / test pools of recordings
-                       (`modeling_spa.mixtures`); labels as reviewed; clips shorter than 0.5 s padded with silence
+                       (`modeling_spa.builds.mixtures`); labels as reviewed; clips shorter than 0.5 s padded with
+                       silence
     OUTPUT/mixtures/   `--num-*` clips of `--duration` s per split: 1-3 recordings of that split's pool at random
                        levels, offsets and crops over a faint noise floor, labelled with the union of their labels
                        over the target classes (classes with at least `--min-recordings` recordings and some in
                        every pool)
 Everything is resampled once, to `--rate`, and seeded: the same inputs give byte-identical shards. A build whose
-inputs and arguments have not changed does nothing; an interrupted one continues (`modeling_spa.builds`).
+inputs and arguments have not changed does nothing; an interrupted one continues (`modeling_spa.builds.shards`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,18 @@ from pathlib import Path
 
 import numpy as np
 
-from modeling_spa.builds import (
+from modeling_spa.builds.debian import extract_members, fetch_packages, read_pins
+from modeling_spa.builds.mixtures import (
+    POOLS,
+    MixturePlanner,
+    Recording,
+    assign_pools,
+    load_waves,
+    mixture_row,
+    target_classes,
+)
+from modeling_spa.builds.qt_rcc import read_rcc
+from modeling_spa.builds.shards import (
     FORMAT_VERSION,
     ClipTask,
     build_shards,
@@ -49,18 +61,7 @@ from modeling_spa.builds import (
     report_summary,
     shard_records,
 )
-from modeling_spa.debian_packages import extract_members, fetch_packages, read_pins
-from modeling_spa.mixtures import (
-    POOLS,
-    MixturePlanner,
-    Recording,
-    assign_pools,
-    load_waves,
-    mixture_row,
-    target_classes,
-)
-from modeling_spa.ontology import AudioSetOntology
-from modeling_spa.qt_rcc import read_rcc
+from modeling_spa.taxonomy import AudioSetOntology
 
 HERE = Path(__file__).resolve().parent / "real_sounds"
 MANIFEST = HERE / "manifest.tsv"

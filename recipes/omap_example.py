@@ -10,7 +10,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from modeling_spa.metrics import compute_omap
-from modeling_spa.ontology import AudioSetOntology
+from modeling_spa.taxonomy import AudioSetOntology
 
 
 def ontology_summary(ontology: AudioSetOntology) -> None:

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from modeling_spa.reporting import (
+from modeling_spa.analysis.reporting import (
     Stat,
     format_stat,
     markdown_table,
@@ -124,7 +124,7 @@ def load_train_module():
 
 def report_split(data_args) -> str:
     """The split the tables report: the test split ("test" by default), or, with `--test_split ''`, the evaluation
-    split (by default "validation", a hold-out of train where the dataset has none: modeling_spa.splits)."""
+    split (by default "validation", a hold-out of train where the dataset has none: modeling_spa.data.splits)."""
     if data_args.test_split is None:
         return "test"
     return data_args.test_split or data_args.eval_split or "validation"
@@ -232,16 +232,19 @@ def public_checkpoint_results(model_args, data_args, split: str, batch_size: int
 
     from modeling_spa import compute_omap
     from modeling_spa.backbones import backbone_spec
+    from modeling_spa.conversion import LOADERS, load_backbone
     from modeling_spa.data import AudioSetCollator, load_audioset
     from modeling_spa.frontend import LogMelFrontend, frontend_preset
-    from modeling_spa.ontology import AudioSetOntology
+    from modeling_spa.taxonomy import AudioSetOntology
 
     if data_args.classes:
         raise SystemExit("--public_checkpoint scores the 527 AudioSet labels: it cannot be used with --classes.")
     if not model_args.pretrained_backbone:
         raise SystemExit("--public_checkpoint needs a --pretrained_backbone to evaluate.")
     spec = backbone_spec(model_args.backbone)
-    backbone = spec.load_pretrained(model_args.pretrained_backbone) if spec.load_pretrained else None
+    backbone = (
+        load_backbone(model_args.backbone, model_args.pretrained_backbone) if model_args.backbone in LOADERS else None
+    )
     if backbone is None or not hasattr(backbone, "audioset_scores"):
         raise SystemExit(f"The {model_args.backbone} backbone keeps no original AudioSet head: no 'as is' row.")
     settings = frontend_preset(model_args.frontend or spec.frontend_name(backbone.config))

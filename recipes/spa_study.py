@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modeling_spa.reporting import (
+from modeling_spa.analysis.reporting import (
     diagnostic_curves,
     format_stat,
     markdown_table,

@@ -15,7 +15,7 @@
    never heard in training): E_a of every clip, and the cosine with p_t(T(text)) (`embed_texts`, as `score_texts`)
    of two texts per class, seen or held out: its ontology path ("Animal > Domestic animals > Cat", the form the
    `concat` labels were trained on) and its name ("Cat", as a user would type it). Saved per run in
-   RUN/zero_shot_<split>/ (`modeling_spa.zero_shot.save_scores`), so every AP can be recomputed.
+   RUN/zero_shot_<split>/ (`modeling_spa.analysis.zero_shot.save_scores`), so every AP can be recomputed.
 4. Results: per held-out class, the AP of each text's cosines against the class's labels, per variant (mean ± sample
    std over seeds), and chance (the expected AP of a random ranking, `zero_shot.chance_ap`: above the positive rate
    for few positives); for context, the mean AP of the seen classes' texts.
@@ -36,12 +36,12 @@ import numpy as np
 import torch
 
 from modeling_spa import SPAForAudioClassification
+from modeling_spa.analysis.diagnostics import embed_split
+from modeling_spa.analysis.reporting import format_stat, markdown_table, stat
+from modeling_spa.analysis.zero_shot import load_scores, save_scores, text_results
 from modeling_spa.data import load_audioset
-from modeling_spa.diagnostics import embed_split
 from modeling_spa.losses import label_similarity
-from modeling_spa.ontology import AudioSetOntology
-from modeling_spa.reporting import format_stat, markdown_table, stat
-from modeling_spa.zero_shot import load_scores, save_scores, text_results
+from modeling_spa.taxonomy import AudioSetOntology
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = REPO / "recipes" / "train.py"

@@ -15,12 +15,12 @@ if (SHARED / "ontology.json").is_file():
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def tiny_ast_config():
+def tiny_ast_config(**overrides):
     """A one-layer, 32-wide AST over 100 frames of 128 mel bins: small enough for any test."""
     from transformers import ASTConfig
 
     return ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_length=100,
-                     num_mel_bins=128, frequency_stride=16, time_stride=16)  # fmt: skip
+                     num_mel_bins=128, frequency_stride=16, time_stride=16, **overrides)  # fmt: skip
 
 
 def free_port() -> str:
@@ -32,7 +32,7 @@ def free_port() -> str:
 
 @pytest.fixture(scope="session")
 def ontology():
-    from modeling_spa.ontology import AudioSetOntology
+    from modeling_spa.taxonomy import AudioSetOntology
 
     return AudioSetOntology.load()
 

@@ -46,7 +46,7 @@ def torchaudio_kaldi():
 
     import pytest
 
-    from modeling_spa.ontology_files import cache_dir
+    from modeling_spa.files import cache_dir
 
     if "torchaudio" in sys.modules and hasattr(sys.modules["torchaudio"], "compliance"):
         return sys.modules["torchaudio"].compliance.kaldi

@@ -8,7 +8,8 @@ import torch
 from efficientnet_pytorch import EfficientNet
 from torch import nn
 
-from modeling_spa.backbone_psla import PSLABackbone, PSLAConfig, convert_psla_state_dict
+from modeling_spa.backbone_psla import PSLABackbone, PSLAConfig
+from modeling_spa.conversion.psla import convert_psla_state_dict
 from modeling_spa.frontend import LogMelFrontend, frontend_preset
 
 DESCRIPTION = "EfficientNet-B2 + 4-head attention pooling, (B, 1056, 128) fbank -> 527 scores (no front-end)"

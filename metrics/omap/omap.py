@@ -1,14 +1,21 @@
 """OmAP: ontology-aware mean average precision for AudioSet-style multi-label tagging, as an `evaluate` metric.
 
-Self-contained: it needs `evaluate`, `datasets` and numpy, and its core `omap_core.py` beside it (evaluate copies
-relative imports along). Only the default AudioSet distances (`distances=None`) need the `spa-audio-tagging` package.
+Self-contained: it needs `evaluate`, `datasets` and numpy, and the two files beside it, `omap_core.py` (the metric)
+and `ontology_distances.py` (the AudioSet label distances), which evaluate copies along with it. Without explicit
+`distances`, 527 columns are scored on the AudioSet ontology: its two files are found as the `spa-audio-tagging`
+library finds them ($SPA_ONTOLOGY / $SPA_CLASS_LABELS, then the cache) or fetched once through evaluate's download
+manager from their pinned location, checked against their sha256.
 """
+
+import hashlib
+import os
 
 import datasets
 import evaluate
 import numpy as np
 
 from .omap_core import compute_omap
+from .ontology_distances import AUDIOSET_FILES, audioset_distances, local_file
 
 _DESCRIPTION = """\
 Ontology-aware mAP (OmAP, Liu et al., INTERSPEECH 2023) weights every false positive by how far, in the
@@ -23,14 +30,14 @@ Args:
     predictions (`list` of `list` of `float`): (clips, classes) scores; only their ranking matters.
     references (`list` of `list` of `int`): (clips, classes) binary labels.
     distances (`list` of `list` of `int`, optional): (classes, classes) ontology hop distances. Default: the
-        527 AudioSet labels in the order of `class_labels_indices.csv` (needs the `spa-audio-tagging` package and
-        the ontology files it finds; see its README).
+        527 AudioSet labels in the order of `class_labels_indices.csv`, computed from the ontology files (found
+        through $SPA_ONTOLOGY / $SPA_CLASS_LABELS or the cache, else downloaded when the module is loaded).
 Returns:
     map (`float`), omap (`float`), omap_per_lambda (`list` of Dmax+1 `float`), ap_per_class (`list`, NaN for
     classes without positives), omap_ap_per_class (`list` of lists, levels x classes), n_classes_evaluated,
     n_classes_without_positives, n_clips_without_positives (`int`).
 Examples:
-    >>> omap = evaluate.load("spa-audio-tagging/omap")
+    >>> omap = evaluate.load("omap")  # after `spa-install-metric`; or "spa-audio-tagging/omap", "metrics/omap"
     >>> distances = [[0, 1, 3], [1, 0, 2], [3, 2, 0]]
     >>> result = omap.compute(
     ...     predictions=[[0.9, 0.8, 0.1], [0.2, 0.7, 0.6], [0.1, 0.3, 0.9], [0.8, 0.1, 0.2]],
@@ -75,6 +82,49 @@ class OmAP(evaluate.Metric):
             reference_urls=["https://arxiv.org/abs/2211.12195", "https://doi.org/10.1109/ICASSP48485.2024.10447498"],
         )
 
+    def _download_and_prepare(self, dl_manager):
+        """Find the AudioSet files, or fetch them (pinned, sha256-checked); a failure is kept and reported by the
+        first `compute` that needs the AudioSet distances, not here: explicit `distances` need no file."""
+        self._audioset_paths, self._audioset_error = None, None
+        try:
+            self._audioset_paths = [_local_or_download(spec, dl_manager) for spec in AUDIOSET_FILES]
+        except Exception as err:  # noqa: BLE001 - offline, no network, a bad download: reported when needed
+            self._audioset_error = err
+
+    def _audioset_distances(self, num_classes: int) -> np.ndarray:
+        paths, error = getattr(self, "_audioset_paths", None), getattr(self, "_audioset_error", None)
+        if paths is None:
+            hint = f" ({error})" if error else ""
+            raise ValueError(
+                f"Without `distances`, OmAP scores the 527 AudioSet labels, and their ontology files could not be "
+                f"found or fetched{hint}. Set $SPA_ONTOLOGY and $SPA_CLASS_LABELS to the two files, or pass "
+                "`distances`."
+            )
+        distances = audioset_distances(*paths)
+        if num_classes != len(distances):
+            raise ValueError(
+                f"Got {num_classes} classes; without `distances` OmAP scores the {len(distances)} AudioSet labels in "
+                "class_labels_indices.csv order. Pass `distances` for other classes."
+            )
+        return distances
+
     def _compute(self, predictions, references, distances=None):
-        result = compute_omap(np.asarray(references), np.asarray(predictions), distances)
+        references, predictions = np.asarray(references), np.asarray(predictions)
+        if distances is None:
+            distances = self._audioset_distances(references.shape[1] if references.ndim == 2 else 0)
+        result = compute_omap(references, predictions, distances)
         return {key: value.tolist() if isinstance(value, np.ndarray) else value for key, value in result.items()}
+
+
+def _local_or_download(spec, dl_manager) -> str:
+    """The file of `spec` as the library finds it, else downloaded by evaluate's manager and checked."""
+    found = local_file(spec)
+    if found is not None:
+        return str(found)
+    path = dl_manager.download(spec.url)
+    with open(path, "rb") as handle:
+        digest = hashlib.sha256(handle.read()).hexdigest()
+    if digest != spec.sha256:
+        os.remove(path)
+        raise ValueError(f"{spec.url} has sha256 {digest}, expected {spec.sha256}: refused.")
+    return path

@@ -1,8 +1,7 @@
-"""Ontology-aware mean average precision (OmAP, Liu et al., INTERSPEECH 2023) and plain mAP: the one implementation.
-
-It needs only numpy. It lives beside the `evaluate` module (`omap.py`), which imports it relatively, so that the
-module is self-contained wherever it is loaded (a Hub Space, evaluate's cache); the `spa-audio-tagging` package
-ships this folder as `modeling_spa.omap_metric` and re-exports it as `modeling_spa.metrics`.
+"""Ontology-aware mean average precision (OmAP, Liu et al., INTERSPEECH 2023), plain average precision and mAP: the
+one implementation. It needs only numpy. It lives beside the `evaluate` module (`omap.py`), which imports it
+relatively, so that the module is self-contained wherever it is loaded (a Hub Space, evaluate's cache); the
+`spa-audio-tagging` package imports this file by its path (`modeling_spa.files.project_module`).
 
 For level lambda = 0..Dmax a false positive for class c on clip n is weighted by
 w = 0 if dmin <= lambda else dmin / m_lambda, where dmin is the graph distance from c to the nearest
@@ -82,28 +81,6 @@ def check_distances(distances: Any, num_classes: int) -> np.ndarray:
     if d.max() > 255:
         raise ValueError(f"distances up to 255 are supported, got {int(d.max())}.")
     return d.astype(np.int64)
-
-
-def default_distances(num_classes: int) -> np.ndarray:
-    """The AudioSet label distance matrix, from the `spa-audio-tagging` package's `AudioSetOntology.load()`.
-
-    Imported here, not at the top: this file is also the self-contained `evaluate` module's core, which must load
-    and compute (with explicit `distances`) where the package is not installed.
-    """
-    try:
-        from modeling_spa.ontology import AudioSetOntology
-    except ImportError as err:
-        raise ValueError(
-            "OmAP needs the class distance matrix: pass `distances` ((classes, classes) ontology hop counts), or "
-            "install `spa-audio-tagging` for the default AudioSet distances."
-        ) from err
-    ontology = AudioSetOntology.load()
-    if num_classes != len(ontology.label_mids):
-        raise ValueError(
-            f"Got {num_classes} classes but the AudioSet label index has {len(ontology.label_mids)}; "
-            "pass `distances` for your classes (e.g. AudioSetOntology.load().distances_for(mids))."
-        )
-    return ontology.distances
 
 
 def level_scales(distances: np.ndarray) -> np.ndarray:
@@ -187,30 +164,11 @@ def _chunk_precisions(scores: np.ndarray, y: np.ndarray, dmin: np.ndarray, scale
     return positives // n, plain[which_end], weighted[which_end]
 
 
-def compute_omap(references: Any, predictions: Any, distances: Any | None = None) -> dict[str, Any]:
-    """OmAP, OmAP per level and mAP for multi-label scores.
-
-    Args:
-        references: (clips, classes) binary labels.
-        predictions: (clips, classes) finite scores (probabilities or logits: only the ranking matters).
-        distances: (classes, classes) graph hop distances; defaults to the 527 AudioSet labels.
-
-    Returns a dict with `map`, `omap` (mean over the Dmax+1 levels, lambda = Dmax included, where every
-    AP is 1), `omap_per_lambda` (Dmax+1,), `ap_per_class` (classes,), `omap_ap_per_class`
-    (Dmax+1, classes), `n_classes_evaluated`, `n_classes_without_positives` and
-    `n_clips_without_positives`. Classes with no positive clip are NaN per class and left out of every
-    mean; clips with no positive label count as at distance Dmax from every class.
-    """
-    y = _check_references(references)
-    s = _check_predictions(predictions, y.shape)
-    num_clips, num_classes = y.shape
-    d = check_distances(default_distances(num_classes) if distances is None else distances, num_classes)
-    scales = level_scales(d)
-    levels = len(scales)
-    dmin = nearest_positive_distance(y, d)
-
+def _per_class_ap(s: np.ndarray, y: np.ndarray, dmin: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Plain AP (classes,) and AP at each level (levels, classes); NaN for classes without a positive clip."""
+    num_classes = y.shape[1]
     ap = np.full(num_classes, np.nan)
-    level_ap = np.full((levels, num_classes), np.nan)
+    level_ap = np.full((len(scales), num_classes), np.nan)
     for start in range(0, num_classes, _CLASS_CHUNK):
         cols = slice(start, min(start + _CLASS_CHUNK, num_classes))
         rows, plain, weighted = _chunk_precisions(
@@ -227,7 +185,39 @@ def compute_omap(references: Any, predictions: Any, distances: Any | None = None
         classes = start + rows[first]
         ap[classes] = np.add.reduceat(plain, first) / n_pos
         level_ap[:, classes] = (np.add.reduceat(weighted, first, axis=0) / n_pos[:, None]).T
+    return ap, level_ap
 
+
+def average_precision(references: Any, predictions: Any) -> np.ndarray:
+    """Average precision of each class (classes,) of (clips, classes) binary labels and scores: scikit-learn's
+    step-wise formula and tie handling (equal to `sklearn.metrics.average_precision_score` per class), NaN for a
+    class without a positive clip. The `ap_per_class` of `compute_omap`, without a distance matrix."""
+    y = _check_references(references)
+    s = _check_predictions(predictions, y.shape)
+    return _per_class_ap(s, y, np.zeros(y.shape, dtype=np.uint8), np.ones(1))[0]
+
+
+def compute_omap(references: Any, predictions: Any, distances: Any) -> dict[str, Any]:
+    """OmAP, OmAP per level and mAP for multi-label scores.
+
+    Args:
+        references: (clips, classes) binary labels.
+        predictions: (clips, classes) finite scores (probabilities or logits: only the ranking matters).
+        distances: (classes, classes) graph hop distances (`ontology_distances.audioset_distances` for AudioSet).
+
+    Returns a dict with `map`, `omap` (mean over the Dmax+1 levels, lambda = Dmax included, where every
+    AP is 1), `omap_per_lambda` (Dmax+1,), `ap_per_class` (classes,), `omap_ap_per_class`
+    (Dmax+1, classes), `n_classes_evaluated`, `n_classes_without_positives` and
+    `n_clips_without_positives`. Classes with no positive clip are NaN per class and left out of every
+    mean; clips with no positive label count as at distance Dmax from every class.
+    """
+    y = _check_references(references)
+    s = _check_predictions(predictions, y.shape)
+    num_clips, num_classes = y.shape
+    if distances is None:
+        raise ValueError("OmAP needs the class distance matrix: pass `distances` ((classes, classes) hop counts).")
+    d = check_distances(distances, num_classes)
+    ap, level_ap = _per_class_ap(s, y, nearest_positive_distance(y, d), level_scales(d))
     evaluated = ~np.isnan(ap)
     missing = int(num_classes - evaluated.sum())
     if missing == num_classes:
