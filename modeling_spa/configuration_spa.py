@@ -92,6 +92,12 @@ class SPAConfig(PreTrainedConfig):
             `modeling_spa.augmentation.AugmentationConfig` (stored with all of them; None: nothing). Recorded so that
             a checkpoint says how it was trained (`recipes/train.py` sets it from its arguments); evaluation
             (`model.eval()`) never augments.
+        thresholds (`list[float]`, *optional*): one decision threshold per class, in [0, 1], for turning scores into
+            tags and events (`spa-tag --threshold auto`, `modeling_spa.tagging.thresholds`); calibrated on a
+            labelled split by `recipes/evaluate.py --calibrate --write_thresholds`. None: not calibrated (the tools
+            then need a number). The model's outputs do not depend on it: logits stay logits.
+        threshold_calibration (`dict`, *optional*): how `thresholds` were obtained (method, dataset, split, the
+            fallback for classes with too few positives, F1 there), for the model card.
 
     Classes: `num_labels` is `len(id2label)`, as everywhere in transformers; `label_mids` and `label_paths` say which
     AudioSet classes they are, and are either None or one per class. Changing the number of classes, the standard
@@ -103,6 +109,7 @@ class SPAConfig(PreTrainedConfig):
     to the same number of classes is a renaming: `label_mids`, `label_paths` and the buffers stay the checkpoint's.
     For other AudioSet classes, of any number, build the model with
     `SPAForAudioClassification.from_backbone(label_mids=...)`, which embeds their text and sets their distances.
+    `thresholds` (and their `threshold_calibration`) follow the same rule: another number of classes drops them.
     """
 
     model_type = "spa"
@@ -136,6 +143,8 @@ class SPAConfig(PreTrainedConfig):
     window_hop_s: float | None = None
     window_aggregation: str = "mean"
     augmentation: dict | None = None
+    thresholds: list[float] | None = None
+    threshold_calibration: dict | None = None
 
     def __post_init__(self, **kwargs):
         for old in ("text_encoder", "text_encoder_revision", "text_pooling"):  # configs saved before the rename
@@ -157,6 +166,8 @@ class SPAConfig(PreTrainedConfig):
             self.frontend = frontend_preset(spec.frontend_name(self.audio_config))
         kwargs.setdefault("problem_type", "multi_label_classification")
         label_names = kwargs.pop("label_names", None)
+        if self.label_mids is not None:  # saved together, so only a caller's mistake makes them differ
+            check_thresholds(self.thresholds, len(self.label_mids))
         if self.label_paths is not None:
             self.label_paths = list(self.label_paths)
         if self.label_mids is not None:
@@ -178,11 +189,17 @@ class SPAConfig(PreTrainedConfig):
         if default_frontend and spec.max_frames(self.audio_config) is not None:
             self.frontend["max_frames"] = spec.max_frames(self.audio_config)  # fixed-size backbones (AST, PaSST)
         spec.check(self.audio_config, self.frontend)
+        check_thresholds(self.thresholds, self.num_labels)
         window_settings(self)  # a bad window, hop or aggregation fails here, not at the first long clip
 
     def __setattr__(self, key, value):
         if key == "augmentation" and value is not None:  # validated, every field written out, whenever it is set
             value = AugmentationConfig.from_dict(value).to_dict()
+        if key == "thresholds" and value is not None:  # plain floats, so config.json stays JSON
+            value = [float(v) for v in value]
+            # Set again after construction (the dataclass sets each field once first): one per class, now.
+            known = "thresholds" in self.__dict__ and getattr(self, "id2label", None)
+            check_thresholds(value, len(self.id2label) if known else None)
         super().__setattr__(key, value)
         if key == "id2label":  # also what `config.num_labels = N` sets
             self._forget_other_classes()
@@ -191,18 +208,33 @@ class SPAConfig(PreTrainedConfig):
         """Drop `label_mids` and `label_paths` when they no longer count one per class (see the class docstring)."""
         # During __init__ the fields are set one by one: label_mids may still be the class default.
         mids, paths = getattr(self, "label_mids", None), getattr(self, "label_paths", None)
-        if self.id2label is None or all(v is None or len(v) == len(self.id2label) for v in (mids, paths)):
+        thresholds = getattr(self, "thresholds", None)
+        if self.id2label is None or all(v is None or len(v) == len(self.id2label) for v in (mids, paths, thresholds)):
             return
         logger.info(
-            f"{len(self.id2label)} classes where label_mids/label_paths name {len(mids or paths)}: they are dropped; "
-            "build label text and distances for new AudioSet classes with SPAForAudioClassification.from_backbone."
+            f"{len(self.id2label)} classes where label_mids/label_paths/thresholds name "
+            f"{len(mids or paths or thresholds)}: they are dropped; build label text and distances for new AudioSet "
+            "classes with SPAForAudioClassification.from_backbone, and calibrate new thresholds."
         )
         self.label_mids = None
         self.label_paths = None
+        self.thresholds = None
+        self.threshold_calibration = None
 
     @property
     def label_names(self) -> list[str]:
         return [self.id2label[i] for i in range(self.num_labels)]
+
+
+def check_thresholds(thresholds: list[float] | None, num_labels: int | None) -> None:
+    """Raise unless `thresholds` is None or one number in [0, 1] per class."""
+    if thresholds is None:
+        return
+    if num_labels is not None and len(thresholds) != num_labels:
+        raise ValueError(f"thresholds holds {len(thresholds)} values for {num_labels} classes: give one per class.")
+    bad = [t for t in thresholds if not 0 <= t <= 1]  # NaN fails too
+    if bad:
+        raise ValueError(f"thresholds must be in [0, 1], got {bad[:3]}.")
 
 
 def check_spa_objective(config: SPAConfig) -> None:

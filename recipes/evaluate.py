@@ -16,9 +16,18 @@ Splits: any split of the dataset; "validation" of a dataset without one is the h
 skipped, counted and named; a label outside the model's classes is an error naming the clip, or with
 `--unknown_labels ignore` left out of the clip's labels and counted per mid in the results.
 
+Decision thresholds: results.json also holds micro/macro F1 at a fixed 0.5 and, where the checkpoint has calibrated
+per-class thresholds (`config.thresholds`), at those. `--calibrate` chooses per-class thresholds on this split (each
+class's F1 maximised; classes with fewer than --min_positives positive clips keep --fallback_threshold) and writes
+thresholds.json; `--write_thresholds` also stores them in the checkpoint folder (config.json and the card's "Decision
+thresholds" section), for `spa-tag --threshold auto`. Calibrate on validation, then evaluate the test split:
+
+    python recipes/evaluate.py --model DIR --dataset D --split validation --calibrate --write_thresholds
+    python recipes/evaluate.py --model DIR --dataset D --split test      # F1 at the calibrated thresholds vs 0.5
+
 Writes to OUTPUT_DIR (default: outputs/eval/<model name>-<split>): results.json (map, omap, omap_per_lambda, n_clips,
-skipped clips, ...), per_class.csv (index, mid, name, ap, positives), and with --save_scores scores.npy
-(clips x classes, float32), labels.npy (uint8) and clip_ids.json, rows in the same order.
+skipped clips, f1, ...), per_class.csv (index, mid, name, ap, positives), thresholds.json (with --calibrate), and with
+--save_scores scores.npy (clips x classes, float32), labels.npy (uint8) and clip_ids.json, rows in the same order.
 """
 
 from __future__ import annotations
@@ -38,7 +47,16 @@ from modeling_spa.data.loaders import evaluation_loader, loader_options
 from modeling_spa.data.splits import HELD_OUT, VALIDATION, SplitSpec, select, split_names
 from modeling_spa.data.streaming import open_part, part_size
 from modeling_spa.evaluation import check_audioset_head, score_split, split_metrics
+from modeling_spa.files import write_json
 from modeling_spa.hub.cards import HUB_AUDIOSET_NOTE, dataset_id, results_note
+from modeling_spa.tagging.hierarchy import LabelHierarchy
+from modeling_spa.tagging.thresholds import (
+    DEFAULT_THRESHOLD,
+    MIN_POSITIVES,
+    calibrate_thresholds,
+    f1_report,
+    store_thresholds,
+)
 from modeling_spa.windowing import AGGREGATIONS, window_settings
 
 
@@ -62,7 +80,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--save_scores", action="store_true", help="also write scores.npy, labels.npy, clip_ids.json")
     parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default="no")
     parser.add_argument("--cpu", action="store_true", help="evaluate on CPU even where a GPU is present")
-    return parser.parse_args(argv)
+    parser.add_argument("--calibrate", action="store_true", help="choose per-class thresholds on this split (max F1)")
+    parser.add_argument("--min_positives", type=int, default=MIN_POSITIVES, help="fewer positives: the fallback")
+    parser.add_argument("--fallback_threshold", type=float, default=DEFAULT_THRESHOLD)
+    parser.add_argument("--write_thresholds", action="store_true", help="with --calibrate: store them in --model")
+    parser.add_argument("--f1_levels", type=int, nargs="+", default=[], metavar="DEPTH",
+                        help="also F1 of coarse tags at these ontology depths (0: Animal, Music, ...); needs the "
+                        "ontology files")  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.write_thresholds and not args.calibrate:
+        parser.error("--write_thresholds needs --calibrate")
+    if args.write_thresholds and args.audioset_head:
+        parser.error("--write_thresholds stores thresholds for the SPA head; --audioset_head scores another head")
+    if args.write_thresholds and not Path(args.model).is_dir():
+        parser.error(f"--write_thresholds writes into a local checkpoint folder; {args.model} is not one")
+    return args
 
 
 def split_spec(args: argparse.Namespace) -> SplitSpec:
@@ -153,6 +185,9 @@ def write_outputs(out: Path, args, model, spec: SplitSpec, split, metrics: dict)
             "aggregation": model.config.window_aggregation,
         },  # fmt: skip
     }
+    summary["f1"] = decision_f1(model, split.scores, split.labels, args.audioset_head)
+    if args.f1_levels:
+        summary["f1_levels"] = level_f1(model, split, args.f1_levels)
     if results_note(args.dataset):
         summary["note"] = HUB_AUDIOSET_NOTE
     out.mkdir(parents=True, exist_ok=True)
@@ -168,6 +203,53 @@ def write_outputs(out: Path, args, model, spec: SplitSpec, split, metrics: dict)
     return summary
 
 
+def decision_f1(model, scores: np.ndarray, labels: np.ndarray, audioset_head: bool = False, thresholds=None) -> dict:
+    """Micro/macro F1 (and micro precision, recall) at a fixed 0.5 and at the checkpoint's calibrated thresholds."""
+
+    def summary(values) -> dict:
+        report = f1_report(scores, labels, values)
+        report.pop("per_class_f1")
+        return report
+
+    f1 = {"fixed_0.5": summary(DEFAULT_THRESHOLD)}
+    if model.config.thresholds is not None and not audioset_head:  # they belong to the SPA head
+        f1["calibrated"] = summary(np.asarray(model.config.thresholds) if thresholds is None else thresholds)
+    return f1
+
+
+def level_f1(model, split, levels: list[int]) -> dict:
+    """`decision_f1` of coarse tags: at each ontology depth, a node's score is its best class's, its label whether
+    any of its classes is a label, its threshold its classes' lowest (`modeling_spa.tagging.hierarchy`)."""
+    hierarchy = LabelHierarchy.for_model(model.config)
+    scores, labels = hierarchy.node_scores(split.scores), hierarchy.node_scores(split.labels)
+    calibrated = model.config.thresholds
+    out = {}
+    for level in levels:
+        nodes = hierarchy.level_nodes(level)
+        limits = hierarchy.node_thresholds(calibrated)[nodes] if calibrated is not None else None
+        f1 = decision_f1(model, scores[:, nodes], labels[:, nodes], thresholds=limits)
+        out[f"level_{level}"] = {"tags": [hierarchy.node_names[n] for n in nodes], **f1}
+    return out
+
+
+def calibrate(args, model, spec: SplitSpec, split, out: Path) -> dict:
+    """Per-class thresholds chosen on this split: thresholds.json, and with --write_thresholds the checkpoint."""
+    calibration = calibrate_thresholds(split.scores, split.labels, args.min_positives, args.fallback_threshold)
+    in_sample = {"fixed_0.5": DEFAULT_THRESHOLD, "calibrated (in-sample)": calibration.thresholds}
+    f1 = {name: f1_report(split.scores, split.labels, t) for name, t in in_sample.items()}
+    for report in f1.values():
+        report.pop("per_class_f1")
+    record = calibration.record(dataset=dataset_id(args.dataset), split=spec.name, n_clips=int(len(split.scores)),
+                                f1=f1, f1_split=f"{spec.name}, the calibration split itself")  # fmt: skip
+    names = model.config.label_names
+    write_json(out / "thresholds.json", {**record, "thresholds": dict(zip(names, calibration.thresholds.tolist(),
+                                                                          strict=True))})  # fmt: skip
+    if args.write_thresholds:
+        store_thresholds(args.model, calibration.thresholds, record)
+        print(f"Stored {len(names)} thresholds in {args.model} (config.json, README.md)")
+    return record
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     accelerator = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision)
@@ -181,6 +263,9 @@ def main(argv: list[str] | None = None) -> dict:
     summary = None
     if accelerator.is_main_process:
         summary = write_outputs(out, args, model, spec, split, metrics)
+        if args.calibrate:
+            summary["calibration"] = calibrate(args, model, spec, split, out)
+            write_json(out / "results.json", summary)
         accelerator.print(json.dumps({k: summary[k] for k in ("map", "omap", "n_clips")} | {
             "skipped": summary["skipped"]["count"]}))  # fmt: skip
         if split.skipped:

@@ -10,6 +10,10 @@ package's one reader, `modeling_spa.data.audio_files`, which the exported tagger
 cosine of the file's audio embedding E_a (the windows' mean weighted by their real samples, as the model takes it)
 with p_t of each text embedded by the checkpoint's text encoder and description style
 (`SPAForAudioClassification.embed_texts`). Cosines rank texts; they are not probabilities.
+
+Decisions (`modeling_spa.cli.tag_decisions`): `--threshold auto|NUMBER` lists the classes at or above their threshold,
+`--ancestors` and `--level DEPTH` add ontology-consistent tags, `--events` the file's events (onset, offset, score;
+`--events-dir` writes them as an Audacity label track and JSON).
 """
 
 from __future__ import annotations
@@ -22,15 +26,16 @@ import numpy as np
 import torch
 
 from ..data import BadAudioError
-from ..tagging.files import tag_file, text_cosines
+from ..tagging.files import file_scores, tag_file, text_cosines
 from ..windowing import AGGREGATIONS, window_settings
+from .tag_decisions import Decisions, add_decision_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="spa-tag", description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", help="audio files (any format soundfile reads)")
     parser.add_argument("--model", required=True, help="a saved SPA model folder or a Hub id")
-    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--top-k", type=int, help="how many classes to list (default 5; with --threshold: all above)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per file")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
@@ -49,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--text-encoder", help="with --labels: a local copy of the model's text encoder (default: its id)"
     )
+    add_decision_arguments(parser)
     args = parser.parse_args(argv)
 
     # This package's __init__ has run, so SPA is registered with the Auto classes.
@@ -60,14 +66,23 @@ def main(argv: list[str] | None = None) -> int:
         window_settings(model.config, args.window_hop, args.aggregation)
     except ValueError as err:
         parser.error(str(err))
+    decisions = Decisions.from_args(args, model, parser)
+    if decisions is not None and args.labels:
+        parser.error(
+            "--labels scores free texts; --threshold, --ancestors, --level and --events need the model's classes"
+        )
     text_embeds = model.embed_texts(args.labels, args.text_encoder) if args.labels else None
     if text_embeds is not None and not args.json:
         print("cosine of each file's audio embedding with each text's (zero-shot): a ranking, not probabilities")
     failed = 0
     for path in args.files:
         try:
+            if decisions is not None:
+                scores = file_scores(path, model, extractor, args.window_hop, args.aggregation)
+                decisions.show(decisions.file_outputs(path, scores, model, extractor), args.json)
+                continue
             if text_embeds is None:
-                labels = tag_file(path, model, extractor, args.top_k, args.window_hop, args.aggregation)
+                labels = tag_file(path, model, extractor, args.top_k or 5, args.window_hop, args.aggregation)
             else:
                 cosines = text_cosines(path, model, extractor, text_embeds, args.window_hop)
         except (BadAudioError, ValueError) as err:  # unreadable, or too short for one analysis window

@@ -3,10 +3,10 @@
 Opened with `open_audio`, a file is decoded forward in blocks (`read_blocks`; seeking only where asked,
 `seek_frame`), which join to exactly the whole-file decode in every format soundfile reads (see `_ForwardSoundFile`
 for the MP3 decoder that made block boundaries differ). `stream_windows` / `file_windows` mix the blocks to mono,
-resample them as a stream and cut the model's windows as the samples arrive, so memory stays at a few windows and one
-block whatever the file's length. Errors name the file and say what it is ("not a file", "not audio (or a format
-soundfile cannot read)", "unreadable audio", "audio contains NaN or inf"); the decoder's own output (libmpg123 writes
-to fd 2 from C) stays off the terminal and goes into the message.
+resample them as a stream and cut the model's windows as the samples arrive (`WindowCutter`, which live streams
+feed too), so memory stays at a few windows and one block whatever the file's length. Errors name the file and say
+what it is ("not a file", "not audio (or a format soundfile cannot read)", "unreadable audio", "audio contains NaN or
+inf"); the decoder's own output (libmpg123 writes to fd 2 from C) stays off the terminal and goes into the message.
 
 Users: the data loader (`data.decoding`), the dataset builders, `spa-tag`, and the exported tagger. `spa-export` copies
 this file beside `tag_onnx.py`, so it must stay importable on its own: numpy, soundfile, soxr (only to resample) and
@@ -225,51 +225,91 @@ def _resample_stream(rate: int, sampling_rate: int):
     return soxr.ResampleStream(rate, sampling_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
 
 
-def stream_windows(
-    blocks: Iterable[np.ndarray], rate: int, sampling_rate: int, window: int, hop: int
-) -> Iterator[np.ndarray]:
-    """The windows of a clip that arrives in blocks of (frames, channels) float32 samples at `rate`.
+class WindowCutter:
+    """The windows of a clip whose samples are pushed as they arrive, in blocks of any size: the one cutter of files
+    (`stream_windows`) and live streams (`modeling_spa.tagging.stream`).
 
-    Each block is mixed to mono and resampled to `sampling_rate` by a soxr stream; the windows are those of
-    `window_starts` over the whole clip (float32, `window` samples, or the whole clip when it is no longer), equal
-    to what mixing and resampling the whole clip at once (`soxr.resample`, quality `RESAMPLE_QUALITY`) and slicing
-    would give. Only the samples later windows need are kept: memory stays at about one window plus one block.
+    `push` takes a block of float samples at `rate`, (frames,) mono or (frames, channels), mixes it to mono and
+    resamples it to `sampling_rate` by a soxr stream, and returns the windows it completed as (start, samples)
+    pairs, start in samples at `sampling_rate`; `finish` (the clip has ended) returns the last ones. The windows are
+    those of `windowing.window_starts` over the whole clip (float32, `window` samples, or the whole clip when it is no
+    longer): equal to mixing and resampling the whole clip at once (`soxr.resample`, quality `RESAMPLE_QUALITY`) and
+    slicing. Only the samples later windows need are kept: memory stays at about one window plus one block.
     """
-    resampler = _resample_stream(rate, sampling_rate)
-    buffer = np.zeros(0, dtype=np.float32)
-    offset = start = covered = 0  # clip positions of buffer[0], of the next regular window, of the covered end
-    for piece in _mono_pieces(blocks, resampler):
-        buffer = np.concatenate([buffer, piece])
-        end = offset + len(buffer)
-        while start + window <= end:
-            yield buffer[start - offset : start - offset + window].copy()
-            covered, start = start + window, start + hop
+
+    def __init__(self, rate: int, sampling_rate: int, window: int, hop: int):
+        self.window, self.hop = window, hop
+        self._resampler = _resample_stream(rate, sampling_rate)
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._offset = self._start = self._covered = 0  # clip positions of buffer[0], the next window, covered end
+        self._finished = False
+
+    @property
+    def received(self) -> int:
+        """Samples at `sampling_rate` the resampler has delivered so far (it holds a few back until `finish`)."""
+        return self._offset + len(self._buffer)
+
+    def push(self, block: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        if self._finished:
+            raise ValueError("This WindowCutter has finished: the clip has ended")
+        mono = np.ascontiguousarray(mix_to_mono(np.asarray(block, dtype=np.float32)))
+        return self._cut(mono if self._resampler is None else self._resampler.resample_chunk(mono))
+
+    def finish(self) -> list[tuple[int, np.ndarray]]:
+        if self._finished:
+            return []
+        windows = []
+        if self._resampler is not None:
+            windows = self._cut(self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+        self._finished = True
+        buffer, end = self._buffer, self.received
+        if self._covered == 0 and len(buffer):
+            windows.append((0, buffer.copy()))  # a clip no longer than one window: the whole clip
+        elif self._covered and self._covered < end:
+            windows.append((end - self.window, buffer[len(buffer) - self.window :].copy()))  # aligned to the end
+        return windows
+
+    def _cut(self, piece: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        self._buffer = np.concatenate([self._buffer, piece])
+        end, windows = self.received, []
+        while self._start + self.window <= end:
+            first = self._start - self._offset
+            windows.append((self._start, self._buffer[first : first + self.window].copy()))
+            self._covered, self._start = self._start + self.window, self._start + self.hop
         # Keep what the next regular window needs, and the last `window` samples for an end-aligned one.
-        drop = max(min(start, end - window) - offset, 0)
-        buffer, offset = buffer[drop:], offset + drop
-    if covered == 0 and len(buffer):
-        yield buffer.copy()
-    elif covered and covered < offset + len(buffer):
-        yield buffer[len(buffer) - window :].copy()
+        drop = max(min(self._start, end - self.window) - self._offset, 0)
+        self._buffer, self._offset = self._buffer[drop:], self._offset + drop
+        return windows
 
 
-def _mono_pieces(blocks: Iterable[np.ndarray], resampler) -> Iterator[np.ndarray]:
+def stream_windows(
+    blocks: Iterable[np.ndarray], rate: int, sampling_rate: int, window: int, hop: int, with_starts: bool = False
+) -> Iterator[np.ndarray] | Iterator[tuple[int, np.ndarray]]:
+    """The windows of a clip that arrives in blocks of (frames, channels) float32 samples at `rate` (`WindowCutter`);
+    with `with_starts`, (start, window) pairs, start in samples at `sampling_rate`."""
+    cutter = WindowCutter(rate, sampling_rate, window, hop)
     for block in blocks:
-        mono = np.ascontiguousarray(mix_to_mono(block))
-        yield mono if resampler is None else resampler.resample_chunk(mono)
-    if resampler is not None:
-        yield resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        for start, samples in cutter.push(block):
+            yield (start, samples) if with_starts else samples
+    for start, samples in cutter.finish():
+        yield (start, samples) if with_starts else samples
 
 
 def file_windows(
-    path: str | Path, sampling_rate: int, window: int, hop: int, block_frames: int | None = None
-) -> Iterator[np.ndarray]:
-    """The windows of an audio file at `sampling_rate` (`stream_windows`), decoded forward in blocks of
-    `block_frames` (default `BLOCK_FRAMES`). `AudioFileError` naming the file when it cannot be used."""
+    path: str | Path,
+    sampling_rate: int,
+    window: int,
+    hop: int,
+    block_frames: int | None = None,
+    with_starts: bool = False,
+) -> Iterator[np.ndarray] | Iterator[tuple[int, np.ndarray]]:
+    """The windows of an audio file at `sampling_rate` (`stream_windows`; with `with_starts`, (start, window)
+    pairs), decoded forward in blocks of `block_frames` (default `BLOCK_FRAMES`). `AudioFileError` naming the file
+    when it cannot be used."""
     with open_audio(path) as sound:
         blocks = read_blocks(sound, str(path), block_frames)
         try:
-            yield from stream_windows(blocks, sound.samplerate, sampling_rate, window, hop)
+            yield from stream_windows(blocks, sound.samplerate, sampling_rate, window, hop, with_starts)
         except ModuleNotFoundError as err:  # soxr, needed only for a file at another rate
             reason = f"at {sound.samplerate} Hz where the model takes {sampling_rate} Hz: install soxr to resample it"
             raise AudioFileError(str(path), reason) from err

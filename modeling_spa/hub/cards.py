@@ -133,6 +133,59 @@ def _diagnostics_section(results: dict[str, dict], history: list[dict] | None) -
     return "\n".join(lines)
 
 
+THRESHOLDS_HEADING = "## Decision thresholds"
+
+
+def thresholds_section(config) -> str:
+    """The card's section on the per-class decision thresholds (`config.thresholds`): how they were calibrated, their
+    range, the F1 they gave, and every class's threshold in a folded table."""
+    thresholds = getattr(config, "thresholds", None)
+    if thresholds is None:
+        return (
+            "Not calibrated: tools need a threshold (`spa-tag --threshold 0.5`). Calibrate per-class thresholds with "
+            "`recipes/evaluate.py --split validation --calibrate --write_thresholds`."
+        )
+    info = getattr(config, "threshold_calibration", None) or {}
+    where = " ".join(str(info[k]) for k in ("dataset", "split") if info.get(k)) or "a labelled split"
+    clips = f" ({info['n_clips']} clips)" if info.get("n_clips") else ""
+    values = sorted(thresholds)
+    method = info.get("method", "calibration")
+    fallback = (
+        f"; {info['n_fallback']} class(es) with fewer than {info['min_positives']} positive clips there keep "
+        f"{info['fallback']:g}"
+        if info.get("n_fallback")
+        else ""
+    )
+    lines = [
+        f"One threshold per class in `config.thresholds`, chosen on {where}{clips} by {method}{fallback}. Range "
+        f"{values[0]:.3f}-{values[-1]:.3f}, median {values[len(values) // 2]:.3f}. `spa-tag --threshold auto`, the "
+        "timelines (`--events`) and `modeling_spa.tagging.thresholds.pipeline_tags` use them; the model's scores do "
+        "not depend on them.",
+    ]
+    f1 = info.get("f1") or {}
+    if f1:
+        lines += ["", "| thresholds | micro F1 | macro F1 |", "|---|---:|---:|"]
+        lines += [f"| {name} | {v['micro_f1']:.4f} | {v['macro_f1']:.4f} |" for name, v in f1.items()]
+        lines += ["", f"(on {info.get('f1_split', where)})"]
+    rows = [f"| {config.id2label[i]} | {t:.3f} |" for i, t in enumerate(thresholds)]
+    lines += ["", "<details><summary>Every class's threshold</summary>", "", "| class | threshold |", "|---|---:|"]
+    return "\n".join(lines + rows + ["", "</details>"])
+
+
+def update_thresholds_section(card: str, config) -> str:
+    """`card` (a rendered model card) with its decision-thresholds section rewritten from `config`; a card without
+    the section (rendered from an older template) gets it before "## Use", or at the end."""
+    section = f"{THRESHOLDS_HEADING}\n{thresholds_section(config)}\n"
+    if THRESHOLDS_HEADING in card:
+        head, rest = card.split(THRESHOLDS_HEADING, 1)
+        following = rest.find("\n## ")
+        return head + section + (rest[following + 1 :] if following >= 0 else "")
+    if "\n## Use" in card:
+        head, rest = card.split("\n## Use", 1)
+        return f"{head}\n{section}\n## Use{rest}"
+    return f"{card.rstrip()}\n\n{section}"
+
+
 def render_model_card(
     config,
     repo_id: str,
@@ -176,6 +229,9 @@ def render_model_card(
     results_table, diagnostics = _results_table(results), _diagnostics_section(results, history)
     if "$diagnostics" not in text:  # a template older than the section (a user's own, an installed copy): append it
         results_table += f"\n\n### Label space\n{diagnostics}"
+    thresholds = thresholds_section(config)
+    if "$thresholds" not in text:  # likewise for the decision thresholds
+        results_table += f"\n\n{THRESHOLDS_HEADING}\n{thresholds}"
     return Template(text).substitute(
         card_data=card_data.to_yaml(),
         model_name=repo_id.split("/")[-1],
@@ -196,6 +252,7 @@ def render_model_card(
         results_table=results_table,
         results_note=results_note(dataset),
         diagnostics=diagnostics,
+        thresholds=thresholds,
         sampling_rate=frontend["sampling_rate"],
         training=training or "See the training arguments saved with the checkpoint.",
         license=license,

@@ -17,17 +17,26 @@ from ..windowing import WINDOWS_PER_BATCH, aggregate_embeds, aggregate_logits, w
 
 
 def file_windows(
-    path: str, sampling_rate: int, window: int, hop: int, block_frames: int | None = None
-) -> Iterator[np.ndarray]:
+    path: str, sampling_rate: int, window: int, hop: int, block_frames: int | None = None, with_starts: bool = False
+) -> Iterator[np.ndarray] | Iterator[tuple[int, np.ndarray]]:
     """The windows of an audio file at `sampling_rate`, decoded forward in blocks and streamed by the package's one
-    reader (`data.audio_files.file_windows`, which the exported tagger uses too).
+    reader (`data.audio_files.file_windows`, which the exported tagger uses too); with `with_starts`, (start in
+    samples, window) pairs.
 
     Raises `BadAudioError` naming the file when it is not a file, not audio, unreadable or holds NaN or inf.
     """
     try:
-        yield from _file_windows(path, sampling_rate, window, hop, block_frames)
+        yield from _file_windows(path, sampling_rate, window, hop, block_frames, with_starts)
     except AudioFileError as err:
         raise BadAudioError(path, err.reason) from err
+
+
+def run_windows(model, extractor, windows: list[np.ndarray]):
+    """The model's output (logits, audio_embeds) for a batch of windows at the extractor's rate, in inference mode."""
+    # The extractor's defaults, as in the pipeline: a file shorter than the window is padded the same way.
+    inputs = extractor(windows, sampling_rate=extractor.sampling_rate, return_tensors="pt")
+    with torch.inference_mode():
+        return model(**inputs.to(model.device))
 
 
 def file_outputs(
@@ -51,10 +60,7 @@ def file_outputs(
     for batch in batches(file_windows(path, rate, settings.length, settings.hop), windows_per_batch):
         if len(batch[0]) < min_samples:  # only a whole file can be shorter than the window
             raise BadAudioError(path, too_short(len(batch[0]), rate, min_samples))
-        # The extractor's defaults, as in the pipeline: a file shorter than the window is padded the same way.
-        inputs = extractor(batch, sampling_rate=rate, return_tensors="pt")
-        with torch.inference_mode():
-            output = model(**inputs.to(model.device))
+        output = run_windows(model, extractor, batch)
         logits.append(output.logits.float().cpu())
         embeds.append(output.audio_embeds.float().cpu())
         weights += [len(window) for window in batch]

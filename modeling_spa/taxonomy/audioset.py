@@ -198,6 +198,22 @@ class AudioSetOntology:
             path.append(min(parents, key=lambda p: (self._depths[p], self._order[p])))
         return path[::-1]
 
+    def depth(self, mid: str) -> int:
+        """The length of the shortest path down from a top-level node (top-level nodes: 0; "Dog": 2)."""
+        self._check_mid(mid)
+        return self._depths[mid]
+
+    def ancestors(self, mid: str) -> set[str]:
+        """Every node above `mid` through any of its parents (38 nodes have several), `mid` excluded."""
+        self._check_mid(mid)
+        found, stack = set(), list(self.nodes[mid].parents)
+        while stack:
+            node_id = stack.pop()
+            if node_id not in found:
+                found.add(node_id)
+                stack.extend(self.nodes[node_id].parents)
+        return found
+
     def top_level(self, mid: str) -> str:
         """The top-level category of `mid` (the first node of `path_to_top`)."""
         return self.path_to_top(mid)[0]

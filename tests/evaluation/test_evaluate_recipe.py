@@ -167,3 +167,38 @@ def test_validation_of_a_dataset_without_one_is_the_training_hold_out(build):
     assert spec == SplitSpec("validation", "train", HELD_OUT, 0.05, 0)
     with pytest.raises(ValueError, match=r"has no split 'dev'; its splits: \['train', 'test'\]"):
         recipe.split_spec(recipe.parse_args(["--model", "m", "--dataset", str(build), "--split", "dev"]))
+
+
+def test_calibrated_thresholds_are_written_into_the_checkpoint_and_scored(build, spa_model, tmp_path):
+    import shutil
+
+    from modeling_spa.tagging.thresholds import calibrate_thresholds, f1_report
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(spa_model, model_dir)
+    (model_dir / "README.md").write_text("# tiny\n\n## Use\nspa-tag\n")
+    out = tmp_path / "calibration"
+    summary = evaluate("--model", str(model_dir), "--dataset", str(build), "--output_dir", str(out), "--save_scores",
+                       "--calibrate", "--min_positives", "1", "--write_thresholds")  # fmt: skip
+    scores, labels = np.load(out / "scores.npy"), np.load(out / "labels.npy")
+    expected = calibrate_thresholds(scores, labels, min_positives=1).thresholds
+    stored = SPAConfig.from_pretrained(model_dir)
+    np.testing.assert_allclose(stored.thresholds, expected)
+    assert stored.threshold_calibration["split"] == "test" and stored.threshold_calibration["n_clips"] == 7
+    written = json.loads((out / "thresholds.json").read_text())
+    assert list(written["thresholds"]) == stored.label_names
+    assert "## Decision thresholds\nOne threshold per class" in (model_dir / "README.md").read_text()
+    assert summary["calibration"]["f1"]["calibrated (in-sample)"]["micro_f1"] >= summary["f1"]["fixed_0.5"]["micro_f1"]
+    # Evaluated again, the checkpoint's thresholds are scored beside 0.5.
+    again = evaluate("--model", str(model_dir), "--dataset", str(build), "--output_dir", str(tmp_path / "again"),
+                     "--f1_levels", "0")  # fmt: skip
+    reference = f1_report(scores, labels, expected)
+    assert again["f1"]["calibrated"]["micro_f1"] == pytest.approx(reference["micro_f1"])
+    assert again["f1"]["calibrated"]["macro_f1"] == pytest.approx(reference["macro_f1"])
+    # Coarse tags: a top-level node is a label when one of its classes is, and scores its best class.
+    level = again["f1_levels"]["level_0"]
+    assert set(level["tags"]) <= {"Animal", "Music", "Sounds of things", "Human sounds", "Natural sounds",
+                                  "Source-ambiguous sounds", "Channel, environment and background"}  # fmt: skip
+    assert set(level) == {"tags", "fixed_0.5", "calibrated"}
+    with pytest.raises(SystemExit):  # --write_thresholds without --calibrate is a usage error
+        evaluate("--model", str(model_dir), "--dataset", str(build), "--write_thresholds")

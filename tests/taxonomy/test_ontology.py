@@ -275,3 +275,15 @@ def test_download_failure_is_explained(no_files, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
     with pytest.raises(FileNotFoundError, match="network unreachable"):
         ontology_files.resolve(ontology_files.ONTOLOGY_FILE)
+
+
+def test_depth_and_every_ancestor(ontology, mid_of):
+    growling = mid_of["Growling"]
+    names = {ontology.nodes[mid].name for mid in ontology.ancestors(growling)}
+    # Four parents (Dog, Cat, Roaring cats, Canidae), and everything above each of them.
+    assert {"Dog", "Cat", "Roaring cats (lions, tigers)", "Canidae, dogs, wolves", "Animal"} <= names
+    assert "Growling" not in names and ontology.ancestors(ontology.top_level_mids[0]) == set()
+    assert ontology.depth(mid_of["Dog"]) == 2 and ontology.depth(ontology.top_level(growling)) == 0
+    assert ontology.depth(growling) == len(ontology.path_to_top(growling)) - 1
+    with pytest.raises(ValueError, match="Unknown AudioSet mid"):
+        ontology.ancestors("/m/nothing")
