@@ -1,6 +1,7 @@
 """Data from where users have it (a CSV folder, an audiofolder, any `datasets` audio dataset with a label column) on a
 tiny folder of real recordings, single-label training (softmax cross-entropy, accuracy), and cross-validation."""
 
+import io
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+import soundfile
 import torch
 from real_folder import NAMES, make_audiofolder, make_real_folder
 from recipe_loader import load_recipe
@@ -48,8 +50,6 @@ def test_clips_at_any_rate_are_resampled_on_the_fly(real):
     collate = AudioSetCollator(sampling_rate=16000, label_mids=ORDER, max_length_s=0.0)
     batch = collate([rows[0], rows[1]])  # FLAC at 16 kHz, WAV at 44.1 kHz
     assert batch["valid"].all() and batch["labels"][:, 0].tolist() == [1.0, 1.0]
-    import soundfile
-
     wav = soundfile.info(rows[1]["audio"]["path"])
     assert wav.samplerate == 44100
     assert batch["attention_mask"][1].sum().item() == pytest.approx(wav.frames * 16000 / 44100, abs=2)
@@ -170,3 +170,21 @@ def test_train_and_evaluate_an_audiofolder_end_to_end(real, tmp_path):
     summary = evaluate.main(["--model", str(out / "model"), "--dataset", str(folder / "labels.csv"), "--split", "train",
                              "--output_dir", str(tmp_path / "eval"), "--num_workers", "0", "--cpu"])  # fmt: skip
     assert summary["n_clips"] == 16 and 0 <= summary["accuracy"] <= 1 and summary["omap"] is not None
+
+
+def test_the_builder_resamples_once_into_a_build_that_trains_as_the_folder(real, tmp_path):
+    folder, _ = real
+    build = load_recipe("build_own_data")
+    report = build.main(["--dataset", str(folder / "labels.csv"), "--taxonomy", str(folder / "taxonomy.csv"),
+                         "--rate", "16000", "--output", str(tmp_path / "build")])  # fmt: skip
+    assert report["splits"]["train"]["written"] == 16
+    classes = json.loads((tmp_path / "build" / "classes.json").read_text())
+    assert classes["mids"] == ORDER and classes["names"] == ["Dog", "Cat", "Kick drum", "Snare"]
+    own = open_own_data(str(tmp_path / "build"), taxonomy=str(folder / "taxonomy.csv"), fold_column="fold",
+                        test_fold="1")  # fmt: skip
+    first = own.splits["train"][0]
+    assert soundfile.info(io.BytesIO(first["audio"]["bytes"])).samplerate == 16000
+    original = open_own_data(str(folder / "labels.csv"), taxonomy=str(folder / "taxonomy.csv"), fold_column="fold",
+                             test_fold="1")  # fmt: skip
+    assert own.splits["test"]["labels"] == original.splits["test"]["labels"]
+    assert own.splits["test"]["video_id"] == original.splits["test"]["video_id"]

@@ -69,8 +69,11 @@ def test_reheaded_checkpoint_has_label_texts_distances_and_spa_from_the_first_st
     expected = encode_label_descriptions(config.label_texts, MINILM)  # the checkpoint's encoder and pooling
     torch.testing.assert_close(model.label_text_embeds, expected)
     torch.testing.assert_close(model.label_text_mean, expected.mean(dim=0))  # centring kept, around the new labels
-    assert model.label_distances.tolist() == taxonomy.distances_for(ids).tolist() == [[0, 2, 4, 4], [2, 0, 4, 4],
-                                                                                      [4, 4, 0, 2], [4, 4, 2, 0]]
+    assert (
+        model.label_distances.tolist()
+        == taxonomy.distances_for(ids).tolist()
+        == [[0, 2, 4, 4], [2, 0, 4, 4], [4, 4, 0, 2], [4, 4, 2, 0]]
+    )
     # Everything but the per-class parts is the checkpoint's; the classifier is new.
     for name, tensor in old.state_dict().items():
         if not name.startswith(("classifier.", "label_")):
