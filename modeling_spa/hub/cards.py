@@ -224,6 +224,8 @@ def render_model_card(
         label_examples=", ".join(names[:3]),
         description_style=config.description_style,
         taxonomy=_taxonomy_text(config),
+        score_function="softmax(-1)" if getattr(config, "single_label", False) else "sigmoid()",
+        score_kind="single-label (softmax)" if getattr(config, "single_label", False) else "multi-label (sigmoid)",
         label_texts=_label_texts(config),
         text_encoder=config.label_text_encoder,
         text_pooling=config.label_text_pooling,

@@ -140,13 +140,15 @@ def map_loaders(model, data_args, args, plan: dict, options: dict, new_classifie
                          f"{args.batch_size} on each of {num_processes} process(es): lower --batch_size.")  # fmt: skip
     train_loader = make_loader(train_split, model, data_args, args.batch_size, True, args.seed, sampler,
                                drop_last=drop_last, options=options)  # fmt: skip
-    eval_loaders = {
-        spec.name: make_loader(
-            load_part(data_args, spec), model, data_args, args.eval_batch_size, False, args.seed, options=options
-        )  # fmt: skip
-        for spec in (plan["eval"], plan["test"])
-        if spec is not None
-    }
+    eval_loaders = {}
+    for spec in (plan["eval"], plan["test"]):
+        if spec is not None:
+            part = load_part(data_args, spec)
+            if len(part) == 0:  # a small dataset's hold-out can be empty: say so before training, not after
+                raise ValueError(f"{spec.describe()} holds no clip: raise --validation_fraction, or name a split "
+                                 "with --eval_split / --test_split.")  # fmt: skip
+            eval_loaders[spec.name] = make_loader(part, model, data_args, args.eval_batch_size, False, args.seed,
+                                                  options=options)  # fmt: skip
     return train_loader, eval_loaders
 
 
