@@ -105,16 +105,16 @@ class SPAConfig(PreTrainedConfig):
             a checkpoint says how it was trained (`recipes/train.py` sets it from its arguments); evaluation
             (`model.eval()`) never augments.
 
-    Classes: `num_labels` is `len(id2label)`, as everywhere in transformers; `label_mids` and `label_paths` say which
-    AudioSet classes they are, and are either None or one per class. Changing the number of classes, the standard
-    re-heading `from_pretrained(path, num_labels=N, id2label=..., ignore_mismatched_sizes=True)` or
-    `config.num_labels = N`, sets `label_mids` and `label_paths` to None: the old mids describe other classes. The
-    model's `label_text_embeds` (N, V) and `label_distances` (N, N) buffers then no longer match the checkpoint's,
-    so they are re-initialised to zeros, the "not built" state of a model made from a config alone; a re-headed
-    model still predicts, and the new head trains with `classification_loss="bce"` and `spa_alpha=0`. Re-heading
-    to the same number of classes is a renaming: `label_mids`, `label_paths` and the buffers stay the checkpoint's.
-    For other AudioSet classes, of any number, build the model with
-    `SPAForAudioClassification.from_backbone(label_mids=...)`, which embeds their text and sets their distances.
+    Classes: `num_labels` is `len(id2label)`, as everywhere in transformers; `label_mids` say which classes of their
+    taxonomy they are, and `label_paths` and `label_texts` describe them; each is either None or one per class. To
+    fine-tune on other classes, `modeling_spa.conversion.rehead(model, taxonomy, classes)` re-heads with SPA kept: the
+    new classes' label texts (this config's text encoder, pooling, style and centring) and distances fill the buffers.
+    transformers' own re-heading, `from_pretrained(path, num_labels=N, id2label=..., ignore_mismatched_sizes=True)` or
+    `config.num_labels = N`, knows no taxonomy: it sets `label_mids`, `label_paths`, `label_texts` and `taxonomy` to
+    None, and the model's `label_text_embeds` (N, V) and `label_distances` (N, N) buffers, which no longer match the
+    checkpoint's, are re-initialised to zeros, the "not built" state of a model made from a config alone; such a
+    model still predicts, and trains with `classification_loss="bce"` and `spa_alpha=0`. Re-heading to the same
+    number of classes that way is a renaming: the per-class fields and the buffers stay the checkpoint's.
     """
 
     model_type = "spa"

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from modeling_spa import SPAForAudioClassification
+from modeling_spa.analysis.diagnostics import label_space_diagnostics
 from modeling_spa.configuration_spa import SINGLE_LABEL
 from modeling_spa.conversion import rehead
 from modeling_spa.hub.cards import render_model_card
@@ -79,6 +80,9 @@ def test_reheaded_checkpoint_has_label_texts_distances_and_spa_from_the_first_st
         if not name.startswith(("classifier.", "label_")):
             torch.testing.assert_close(model.state_dict()[name], tensor, msg=name)
     assert model.classifier.weight.shape == (4, 16)
+    # The label-space diagnostics on the custom hierarchy, as for AudioSet.
+    diagnostics = label_space_diagnostics(model)
+    assert -1 <= diagnostics["text_ontology_spearman"] <= 1 and -1 <= diagnostics["label_ontology_spearman"] <= 1
     # L_SPA and OBCE from the first step.
     model.train()
     values, labels = batch(4)

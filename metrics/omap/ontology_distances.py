@@ -153,9 +153,10 @@ def audioset_distances(ontology_path: str | os.PathLike, labels_path: str | os.P
 
 # -- any taxonomy: a JSON or CSV file, or a {id: [children]} mapping -------------------------------------------------
 # A taxonomy file lists nodes: id, name, parents (ids; several allowed, none for a top-level node), and optionally a
-# description. JSON: a list of such objects, or {"name": ..., "nodes": [...]}, or {id: [children ids]}; AudioSet's
-# `child_ids` are read as well. CSV (TSV for .tsv): a header with `id` and `name`, optionally `parents` (ids joined by
-# ";" or "|") and `description`. Errors name the rows (CSV: as a spreadsheet counts them, the header being row 1).
+# description. JSON: a list of such objects (`parents` a list or a ";"-joined string; `parent` too), or {"name": ...,
+# "nodes": [...]}, or {id: [children ids]}; AudioSet's `child_ids` are read as well. CSV (TSV for .tsv): a header
+# with `id` and `name`, optionally `parents` (ids joined by ";" or "|") and `description`. Errors name the rows (CSV:
+# as a spreadsheet counts them, the header being row 1).
 PARENT_SEPARATORS = (";", "|")
 _SHOWN = 10  # problems listed in one error
 
@@ -206,8 +207,8 @@ def _from_json_nodes(nodes: list, origin: str) -> list[TaxonomyEntry]:
         children_of[node_id] = _split_ids(node.get("child_ids", node.get("children")))
         description = str(node.get("description") or "").strip()
         where = f"{where} (id {node_id!r})"
-        entries.append(TaxonomyEntry(node_id, str(node["name"]).strip(), _split_ids(node.get("parents")), description,
-                                     where))  # fmt: skip
+        parents = _split_ids(node.get("parents", node.get("parent")))
+        entries.append(TaxonomyEntry(node_id, str(node["name"]).strip(), parents, description, where))
     # AudioSet's ontology.json lists children: turn them into parent links.
     extra: dict[str, list[str]] = {}
     for parent, kids in children_of.items():

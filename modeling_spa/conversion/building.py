@@ -44,13 +44,19 @@ class LabelSpace:
 def label_space(taxonomy: Taxonomy, ids: Sequence[str], style: str, prompt_template: str, encoder: dict) -> LabelSpace:
     """The texts of `ids` in `style`, checked distinct, embedded by `encoder` (`text_encoder`, `revision`, `pooling`;
     `label`: how the error names it), and their distances (None for a flat label list)."""
-    names = [taxonomy.name(node, "full") for node in ids]
-    texts = taxonomy.descriptions(style, ids, prompt_template)
-    check_distinct_descriptions(texts, names)  # one text, one target
+    names, texts = label_texts(taxonomy, ids, style, prompt_template)
     embeds = encode_for(texts, **encoder)
     distances = taxonomy.distances_for(ids) if taxonomy.has_hierarchy else None
     paths = taxonomy.descriptions("concat", ids)
     return LabelSpace(list(ids), names, texts, paths, embeds, distances, taxonomy.record())
+
+
+def label_texts(taxonomy: Taxonomy, ids: Sequence[str], style: str, prompt_template: str):
+    """(names, texts) of the classes `ids`, the texts checked distinct: one text, one target."""
+    names = [taxonomy.name(node, "full") for node in ids]
+    texts = taxonomy.descriptions(style, ids, prompt_template)
+    check_distinct_descriptions(texts, names)
+    return names, texts
 
 
 def encode_for(texts: list[str], text_encoder: str, revision: str | None, pooling: str, label: str = ""):
@@ -108,7 +114,8 @@ def from_backbone(
     multi_label = config_kwargs.get("problem_type", "multi_label_classification") != SINGLE_LABEL
     if multi_label and config_kwargs.get("classification_loss", "obce") == "obce":
         taxonomy.require_hierarchy("OBCE (classification_loss='obce')")
-    backbone_spec(backbone)  # an unknown name fails before the text encoder runs
+    label_texts(taxonomy, ids, description_style, prompt_template)  # shared texts fail first, then an unknown name,
+    backbone_spec(backbone)  # both before the text encoder runs
     if pretrained_backbone is not None:
         pretrained = load_backbone(backbone, pretrained_backbone)
         audio_config = pretrained.config if hasattr(pretrained, "config") else audio_config
