@@ -15,7 +15,7 @@ from modeling_spa.metrics import compute_omap
 from modeling_spa.metrics.evaluate_module import install_omap_metric
 from modeling_spa.taxonomy import AudioSetOntology, Taxonomy, load_taxonomy, read_label_list, read_taxonomy
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # A small hierarchy: "Growl" has two parents, as AudioSet's Growling has four.
 CSV = """id,name,parents,description
 all,All sounds,,Everything.

@@ -16,7 +16,7 @@ from real_folder import make_audiofolder, make_real_folder
 from modeling_spa import SPAForAudioClassification
 from modeling_spa.metrics.evaluate_module import install_omap_metric
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PAGE = REPO / "docs" / "fine-tune.md"
 BLOCK = re.compile(r"^```(bash|python)\n(.*?)^```", re.M | re.S)
 

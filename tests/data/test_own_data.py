@@ -22,7 +22,7 @@ from modeling_spa.data.sources import fold_splits, folds_of, open_own_data, read
 from modeling_spa.evaluation import accuracy
 from modeling_spa.losses import single_label_loss
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ORDER = ["dog", "cat", "kick", "snare"]  # the taxonomy file's order
 
 
