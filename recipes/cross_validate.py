@@ -92,7 +92,8 @@ def train(command: list[str], log: Path) -> None:
     with log.open("a") as handle:
         handle.write(f"\n$ {shlex.join(command)}\n")
         handle.flush()
-        done = subprocess.run(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
+        # In the caller's folder: the dataset, taxonomy and output paths are relative to it, as for train.py itself.
+        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT)
     if done.returncode:
         raise SystemExit(f"train.py failed (exit {done.returncode}); the end of {log}:\n{log.read_text()[-3000:]}")
     print(f"  {log.parent.name} done in {time.perf_counter() - started:.0f} s", flush=True)
