@@ -13,6 +13,8 @@ from .label_text import DEFAULT_PROMPT, DESCRIPTION_STYLES
 from .windowing import window_settings
 
 CLASSIFICATION_LOSSES = ("obce", "bce")
+SINGLE_LABEL, MULTI_LABEL = "single_label_classification", "multi_label_classification"
+PROBLEM_TYPES = (MULTI_LABEL, SINGLE_LABEL)
 SPA_OBJECTIVES = ("paper", "contrastive")
 
 logger = logging.get_logger(__name__)
@@ -33,8 +35,14 @@ class SPAConfig(PreTrainedConfig):
             the backbone's preset.
         projection_dim (`int`): D, the shared audio/text embedding size of p_a and p_t.
         text_hidden_size (`int`): V, the size of the cached label-text embeddings.
-        label_mids (`list[str]`): AudioSet mids of the C classes, in output order; `id2label` holds their names.
+        label_mids (`list[str]`): ids of the C classes in their taxonomy, in output order (AudioSet mids for the
+            AudioSet ontology); `id2label` holds their names.
         label_paths (`list[str]`): each class's ontology path ("Human sounds > ... > Male speech"), for display.
+        label_texts (`list[str]`, *optional*): the label descriptions the text encoder embedded (one per class, in
+            `description_style`), recorded for the model card and for re-heading.
+        taxonomy (`dict`, *optional*): the taxonomy the classes come from: `name`, `source` (a file name, or
+            "ontology.json" for AudioSet), `nodes` and `hierarchy` (False for a flat label list, whose classes have no
+            distances: OBCE and OmAP need a hierarchy). None: not recorded (AudioSet, for configs saved before).
         label_text_encoder, label_text_encoder_revision, label_text_pooling: the frozen text encoder that produced
             the label-text embeddings, recorded for provenance (it is not part of the model). Not named
             `text_encoder`: `PreTrainedConfig.get_text_config()` reads that attribute as a text sub-config.
@@ -43,7 +51,11 @@ class SPAConfig(PreTrainedConfig):
         spa_alpha (`float`): α, the weight of L_SPA; 0 gives the baseline. The default 0.3 was chosen on the demo's
             validation split between 0.1 and 0.3; in a shorter pilot run α = 1.0 drove L_SPA close to 0 and lowered
             both mAP and OmAP.
-        classification_loss (`str`): `obce` for (L_BCE + L_OBCE)/2 as in the paper, `bce` for plain BCE.
+        classification_loss (`str`): `obce` for (L_BCE + L_OBCE)/2 as in the paper, `bce` for plain BCE. Multi-label
+            only: with `problem_type="single_label_classification"` (one class per clip, e.g. ESC-50) the loss is
+            softmax cross-entropy (`losses.single_label_loss`); the hierarchy then enters through the label texts
+            (L_SPA) and the evaluation (OmAP), not through the classification loss, since OBCE weighs the negatives
+            of independent sigmoids, which a softmax does not have.
         spa_objective (`str`): the alignment term L_SPA (`modeling_spa.losses`). `paper` (the default): the paper's
             Eq. 4, 1 - mean cos(E_a, E_t) over the clip's labels. `contrastive`: cross-entropy of softmax(S / τ) over
             all C labels (S the clip's cosines to every E_t, τ = `spa_temperature`) against the clip's labels
@@ -99,24 +111,25 @@ class SPAConfig(PreTrainedConfig):
         threshold_calibration (`dict`, *optional*): how `thresholds` were obtained (method, dataset, split, the
             fallback for classes with too few positives, F1 there), for the model card.
 
-    Classes: `num_labels` is `len(id2label)`, as everywhere in transformers; `label_mids` and `label_paths` say which
-    AudioSet classes they are, and are either None or one per class. Changing the number of classes, the standard
-    re-heading `from_pretrained(path, num_labels=N, id2label=..., ignore_mismatched_sizes=True)` or
-    `config.num_labels = N`, sets `label_mids` and `label_paths` to None: the old mids describe other classes. The
-    model's `label_text_embeds` (N, V) and `label_distances` (N, N) buffers then no longer match the checkpoint's,
-    so they are re-initialised to zeros, the "not built" state of a model made from a config alone; a re-headed
-    model still predicts, and the new head trains with `classification_loss="bce"` and `spa_alpha=0`. Re-heading
-    to the same number of classes is a renaming: `label_mids`, `label_paths` and the buffers stay the checkpoint's.
-    For other AudioSet classes, of any number, build the model with
-    `SPAForAudioClassification.from_backbone(label_mids=...)`, which embeds their text and sets their distances.
+    Classes: `num_labels` is `len(id2label)`, as everywhere in transformers; `label_mids` say which classes of their
+    taxonomy they are, and `label_paths` and `label_texts` describe them; each is either None or one per class. To
+    fine-tune on other classes, `modeling_spa.conversion.rehead(model, taxonomy, classes)` re-heads with SPA kept: the
+    new classes' label texts (this config's text encoder, pooling, style and centring) and distances fill the buffers.
+    transformers' own re-heading, `from_pretrained(path, num_labels=N, id2label=..., ignore_mismatched_sizes=True)` or
+    `config.num_labels = N`, knows no taxonomy: it sets `label_mids`, `label_paths`, `label_texts` and `taxonomy` to
+    None, and the model's `label_text_embeds` (N, V) and `label_distances` (N, N) buffers, which no longer match the
+    checkpoint's, are re-initialised to zeros, the "not built" state of a model made from a config alone; such a
+    model still predicts, and trains with `classification_loss="bce"` and `spa_alpha=0`. Re-heading to the same
+    number of classes that way is a renaming: the per-class fields and the buffers stay the checkpoint's.
     `thresholds` (and their `threshold_calibration`) follow the same rule: another number of classes drops them.
     """
 
     model_type = "spa"
     sub_configs_defaults = {"audio_config": SubConfigSpec(config_class=AutoConfig, model_type="spa_passt")}
     # Trainer.predict keeps the outputs not named here: the logits alone, not the embeddings and loss parts.
-    keys_to_ignore_at_inference = ["audio_embeds", "bce_loss", "obce_loss", "spa_loss", "spa_uniformity_loss",
-                                   "spa_geometry_loss", "hidden_states", "attentions"]  # fmt: skip
+    keys_to_ignore_at_inference = ["audio_embeds", "bce_loss", "obce_loss", "ce_loss", "spa_loss",
+                                   "spa_uniformity_loss", "spa_geometry_loss", "hidden_states",
+                                   "attentions"]  # fmt: skip
 
     backbone: str = "passt"
     audio_config: PreTrainedConfig | dict | None = None
@@ -125,6 +138,8 @@ class SPAConfig(PreTrainedConfig):
     text_hidden_size: int = 768
     label_mids: list[str] | None = None
     label_paths: list[str] | None = None
+    label_texts: list[str] | None = None
+    taxonomy: dict | None = None
     label_text_encoder: str = "google-bert/bert-base-uncased"
     label_text_encoder_revision: str | None = None
     label_text_pooling: str = "mean"
@@ -164,12 +179,13 @@ class SPAConfig(PreTrainedConfig):
         default_frontend = self.frontend is None
         if default_frontend:
             self.frontend = frontend_preset(spec.frontend_name(self.audio_config))
-        kwargs.setdefault("problem_type", "multi_label_classification")
         label_names = kwargs.pop("label_names", None)
         if self.label_mids is not None:  # saved together, so only a caller's mistake makes them differ
             check_thresholds(self.thresholds, len(self.label_mids))
         if self.label_paths is not None:
             self.label_paths = list(self.label_paths)
+        if self.label_texts is not None:
+            self.label_texts = list(self.label_texts)
         if self.label_mids is not None:
             self.label_mids = list(self.label_mids)
             names = list(label_names) if label_names is not None else list(self.label_mids)
@@ -185,7 +201,9 @@ class SPAConfig(PreTrainedConfig):
         self._forget_other_classes()
         super().__post_init__(**kwargs)
         if self.problem_type is None:
-            self.problem_type = "multi_label_classification"
+            self.problem_type = MULTI_LABEL
+        if self.problem_type not in PROBLEM_TYPES:
+            raise ValueError(f"problem_type must be one of {PROBLEM_TYPES}, got {self.problem_type!r}.")
         if default_frontend and spec.max_frames(self.audio_config) is not None:
             self.frontend["max_frames"] = spec.max_frames(self.audio_config)  # fixed-size backbones (AST, PaSST)
         spec.check(self.audio_config, self.frontend)
@@ -205,25 +223,33 @@ class SPAConfig(PreTrainedConfig):
             self._forget_other_classes()
 
     def _forget_other_classes(self) -> None:
-        """Drop `label_mids` and `label_paths` when they no longer count one per class (see the class docstring)."""
+        """Drop `label_mids`, `label_paths`, `label_texts` and `taxonomy` when the classes no longer count as many (see
+        the class docstring)."""
         # During __init__ the fields are set one by one: label_mids may still be the class default.
-        mids, paths = getattr(self, "label_mids", None), getattr(self, "label_paths", None)
-        thresholds = getattr(self, "thresholds", None)
-        if self.id2label is None or all(v is None or len(v) == len(self.id2label) for v in (mids, paths, thresholds)):
+        per_class = [getattr(self, name, None) for name in ("label_mids", "label_paths", "label_texts", "thresholds")]
+        if self.id2label is None or all(v is None or len(v) == len(self.id2label) for v in per_class):
             return
         logger.info(
-            f"{len(self.id2label)} classes where label_mids/label_paths/thresholds name "
-            f"{len(mids or paths or thresholds)}: they are dropped; build label text and distances for new AudioSet "
-            "classes with SPAForAudioClassification.from_backbone, and calibrate new thresholds."
+            f"{len(self.id2label)} classes where label_mids/label_paths/label_texts/thresholds name "
+            f"{len(next(filter(None, per_class)))}: they are dropped; re-head with label text and distances for the "
+            "new classes with modeling_spa.conversion.rehead (or from_backbone), and calibrate new thresholds."
         )
-        self.label_mids = None
-        self.label_paths = None
-        self.thresholds = None
-        self.threshold_calibration = None
+        self.label_mids = self.label_paths = self.label_texts = self.taxonomy = None
+        self.thresholds = self.threshold_calibration = None
 
     @property
     def label_names(self) -> list[str]:
         return [self.id2label[i] for i in range(self.num_labels)]
+
+    @property
+    def single_label(self) -> bool:
+        """One class per clip: softmax cross-entropy in training, softmax scores and accuracy in evaluation."""
+        return self.problem_type == SINGLE_LABEL
+
+    @property
+    def has_hierarchy(self) -> bool:
+        """Whether the classes have graph distances: False only for a recorded flat label list."""
+        return (self.taxonomy or {}).get("hierarchy", True)
 
 
 def check_thresholds(thresholds: list[float] | None, num_labels: int | None) -> None:

@@ -1,6 +1,6 @@
-"""Training objectives: ontology-aware BCE (OBCE, Liu et al. 2023), the SPA alignment loss (Eq. 4), and the terms
-that keep the label space from collapsing under it (`SPAConfig.spa_objective`, `spa_uniformity_weight`,
-`spa_geometry_weight`).
+"""Training objectives: ontology-aware BCE (OBCE, Liu et al. 2023), softmax cross-entropy for single-label data, the
+SPA alignment loss (Eq. 4), and the terms that keep the label space from collapsing under it
+(`SPAConfig.spa_objective`, `spa_uniformity_weight`, `spa_geometry_weight`).
 
 All take logits/embeddings in any floating dtype and compute in float32, so bfloat16 autocast training
 gets stable losses while gradients flow back in the input dtype. None reads a value back to the host or branches on
@@ -52,6 +52,17 @@ def obce_loss(
     plain, weighted = bce.mean(), (ontology_loss_weight(labels, distances) * bce).mean()
     loss = 0.5 * (plain + weighted)
     return (loss, plain, weighted) if return_parts else loss
+
+
+def single_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy for single-label clips (one class each), on logits: the mean over clips of
+    -sum_c t_c log softmax(logits)_c, with each clip's labels t normalised to sum 1, so mixup's soft labels (a mix of
+    two one-hots) work. A clip without labels (a placeholder) counts for nothing; no host read, no NaN."""
+    t = labels.float()
+    total = t.sum(dim=-1, keepdim=True)
+    per_clip = -(t / total.clamp_min(torch.finfo(torch.float32).tiny) * F.log_softmax(logits.float(), dim=-1)).sum(-1)
+    has_label = (total[:, 0] > 0).float()
+    return (per_clip * has_label).sum() / has_label.sum().clamp_min(1.0)
 
 
 def label_similarity(audio_embeds: torch.Tensor, label_text_embeds: torch.Tensor) -> torch.Tensor:

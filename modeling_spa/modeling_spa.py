@@ -30,6 +30,7 @@ from .losses import (
     label_similarity,
     label_uniformity_loss,
     obce_loss,
+    single_label_loss,
     spa_alignment_loss,
     spa_contrastive_loss,
 )
@@ -61,10 +62,12 @@ class SPAOutput(ModelOutput):
 
     Args:
         loss: the training loss, classification loss + α · (L_SPA + the label-space terms) (when `labels` are given).
-        logits (`(batch, num_labels)`): multi-label logits; apply a sigmoid for scores.
+        logits (`(batch, num_labels)`): logits; apply a sigmoid for multi-label scores, a softmax for a single-label
+            model (`config.problem_type == "single_label_classification"`).
         audio_embeds (`(batch, projection_dim)`): E_a.
         bce_loss, obce_loss, spa_loss: the parts, for logging: plain BCE, the ontology-weighted BCE, and L_SPA in the
-            configured form (`config.spa_objective`; only computed when α > 0).
+            configured form (`config.spa_objective`; only computed when α > 0). A single-label model has `ce_loss`,
+            the softmax cross-entropy, instead of the two BCE parts.
         spa_uniformity_loss, spa_geometry_loss: the label-space terms, unweighted, when α > 0 and their weight is
             (`config.spa_uniformity_weight`, `config.spa_geometry_weight`).
         hidden_states, attentions: the backbone's, as in [`SPAModelOutput`].
@@ -75,6 +78,7 @@ class SPAOutput(ModelOutput):
     audio_embeds: torch.FloatTensor | None = None
     bce_loss: torch.FloatTensor | None = None
     obce_loss: torch.FloatTensor | None = None
+    ce_loss: torch.FloatTensor | None = None
     spa_loss: torch.FloatTensor | None = None
     spa_uniformity_loss: torch.FloatTensor | None = None
     spa_geometry_loss: torch.FloatTensor | None = None
@@ -267,7 +271,15 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         so training pays one host read, not one per step.
         """
         needs_text = self.config.spa_alpha > 0
-        needs_distances = self.config.classification_loss == "obce" and self.config.num_labels > 1
+        needs_distances = (
+            self.config.classification_loss == "obce" and self.config.num_labels > 1 and not self.config.single_label
+        )
+        if needs_distances and not self.config.has_hierarchy:
+            raise ValueError(
+                "OBCE weighs mistakes by graph distance between classes, and this model's classes are a flat label "
+                f"list ({(self.config.taxonomy or {}).get('name')!r}): there is no hierarchy. Train with "
+                "classification_loss='bce' (--classification_loss bce), or give the classes a taxonomy with parents."
+            )
         buffers = [
             ("label_text_embeds (needed by L_SPA, spa_alpha > 0)", needs_text, self.label_text_embeds),
             ("label_distances (needed by OBCE)", needs_distances, self.label_distances),
@@ -392,7 +404,8 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         mixup_lambda: torch.FloatTensor | None = None,
         **kwargs,
     ) -> SPAOutput:
-        """`labels` (batch, num_labels) multi-hot, soft labels allowed. Other arguments as in [`SPAModel.forward`].
+        """`labels` (batch, num_labels) multi-hot (one-hot for a single-label model), soft labels allowed. Other
+        arguments as in [`SPAModel.forward`].
 
         At inference, clips longer than the window (`config.window_length_s`) are scored window by window and
         aggregated, as spa-tag does (`modeling_spa.windowing`); hidden states and attentions, which belong to one
@@ -439,9 +452,14 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         if labels is None:
             return SPAOutput(logits=logits, audio_embeds=audio_embeds, **backbone)
         self._check_label_buffers()
-        loss, bce, weighted = obce_loss(logits, labels, self.label_distances, return_parts=True)
-        if self.config.classification_loss == "bce":
-            loss = bce
+        if self.config.single_label:  # one class per clip: softmax cross-entropy (see SPAConfig.classification_loss)
+            loss = cross_entropy = single_label_loss(logits, labels)
+            bce = weighted = None
+        else:
+            cross_entropy = None
+            loss, bce, weighted = obce_loss(logits, labels, self.label_distances, return_parts=True)
+            if self.config.classification_loss == "bce":
+                loss = bce
         terms = self._spa_terms(audio_embeds, labels) if self.config.spa_alpha > 0 else {}
         if terms:
             weighted_terms = (
@@ -450,9 +468,8 @@ class SPAForAudioClassification(SPAPreTrainedModel):
                 + self.config.spa_geometry_weight * terms.get("spa_geometry_loss", 0.0)
             )
             loss = loss + self.config.spa_alpha * weighted_terms
-        return SPAOutput(
-            loss=loss, logits=logits, audio_embeds=audio_embeds, bce_loss=bce, obce_loss=weighted, **terms, **backbone
-        )
+        parts = {"bce_loss": bce, "obce_loss": weighted, "ce_loss": cross_entropy}
+        return SPAOutput(loss=loss, logits=logits, audio_embeds=audio_embeds, **parts, **terms, **backbone)
 
     def _spa_terms(self, audio_embeds: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """L_SPA in the configured form, and the label-space terms whose weight is not 0 (see `SPAConfig`)."""

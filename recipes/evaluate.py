@@ -1,8 +1,16 @@
-"""Evaluate any SPA checkpoint (a folder or a Hub id) on any split: mAP, OmAP, OmAP_λ, per-class AP.
+"""Evaluate any SPA checkpoint (a folder or a Hub id) on any split: mAP, OmAP, OmAP_λ, per-class AP (and accuracy for a
+single-label model).
 
     python recipes/evaluate.py --model outputs/spa/model --dataset agkphysics/AudioSet --dataset_config balanced \
         [--split test] [--output_dir DIR] [--audioset_head] [--save_scores] [--streaming] [--batch_size 16]
+    python recipes/evaluate.py --model outputs/mine/model --dataset my_sounds/labels.csv --split train
+    python recipes/evaluate.py --model outputs/mine/model --dataset audiofolder --data_dir my_sounds/ --split test
     accelerate launch --multi_gpu recipes/evaluate.py ...      # the same numbers, computed over several processes
+
+Data: an AudioSet-format build, or a user's own (`modeling_spa.data.sources`): a CSV of audio files and labels, an
+audiofolder, or any audio dataset with `--label_column`. Its labels are matched to the model's classes by id or name
+(`--taxonomy` maps names to ids where the data's names are not the model's); `--fold_column/--test_fold` make that
+fold the "test" split, as recipes/train.py does.
 
 The model scores whole clips in eval mode with its own windows (clips longer than `config.window_length_s` window by
 window, aggregated by `config.window_aggregation`; `--window_hop_s` / `--window_aggregation` override the config).
@@ -44,6 +52,7 @@ from accelerate import Accelerator
 from modeling_spa import SPAForAudioClassification
 from modeling_spa.data import AudioSetCollator, load_audioset
 from modeling_spa.data.loaders import evaluation_loader, loader_options
+from modeling_spa.data.sources import OwnData, is_own_data, open_own_data
 from modeling_spa.data.splits import HELD_OUT, VALIDATION, SplitSpec, select, split_names
 from modeling_spa.data.streaming import open_part, part_size
 from modeling_spa.evaluation import check_audioset_head, score_split, split_metrics
@@ -57,6 +66,7 @@ from modeling_spa.tagging.thresholds import (
     f1_report,
     store_thresholds,
 )
+from modeling_spa.taxonomy import Taxonomy
 from modeling_spa.windowing import AGGREGATIONS, window_settings
 
 
@@ -64,8 +74,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="an SPA checkpoint: a folder or a Hub id")
     parser.add_argument("--revision", help="the Hub revision of --model")
-    parser.add_argument("--dataset", required=True, help="save_to_disk/parquet folder or Hub id (AudioSet columns)")
+    parser.add_argument("--dataset", required=True, help="a build or Hub id; a CSV of files and labels; audiofolder")
     parser.add_argument("--dataset_config")
+    parser.add_argument("--data_dir", help="the folder of --dataset audiofolder")
+    parser.add_argument("--audio_dir", help="a CSV's audio files' folder (default: the CSV's)")
+    parser.add_argument("--label_column", help="a user's dataset's label column (default: labels, label, ...)")
+    parser.add_argument("--taxonomy", help="a taxonomy file mapping the data's label names to the model's class ids")
+    parser.add_argument("--fold_column", help="cross-validation: the fold column; with --test_fold")
+    parser.add_argument("--test_fold", help="the fold that is the 'test' split")
     parser.add_argument("--split", default="test")
     parser.add_argument("--validation_fraction", type=float, default=0.05, help="the hold-out, as train.py's")
     parser.add_argument("--validation_seed", type=int, default=0)
@@ -97,9 +113,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def split_spec(args: argparse.Namespace) -> SplitSpec:
+def own_data(args: argparse.Namespace, model) -> OwnData | None:
+    """A user's dataset (`modeling_spa.data.sources`), its labels matched to the model's classes; None for a build."""
+    if not is_own_data(args.dataset, args.label_column, args.taxonomy):
+        return None
+    if args.streaming:
+        raise ValueError("--streaming reads AudioSet-format builds; a user's dataset is read whole.")
+    ids = list(model.config.label_mids or model.config.label_names)
+    taxonomy = args.taxonomy or Taxonomy.flat(model.config.label_names, "the model's classes", ids=ids)
+    return open_own_data(args.dataset, args.dataset_config, args.data_dir, args.label_column, taxonomy, ids,
+                         model.config.problem_type, args.fold_column, args.test_fold, args.audio_dir)  # fmt: skip
+
+
+def split_spec(args: argparse.Namespace, own: OwnData | None = None) -> SplitSpec:
     """The split asked for; "validation" of a dataset without one: train.py's hold-out of train."""
-    available = split_names(args.dataset, args.dataset_config)
+    available = list(own.splits) if own is not None else split_names(args.dataset, args.dataset_config)
     if args.split in available:
         return SplitSpec(args.split, args.split)
     if args.split == VALIDATION and "train" in available:
@@ -119,9 +147,11 @@ def load_model(args: argparse.Namespace) -> SPAForAudioClassification:
     return model.eval()
 
 
-def label_distances(model: SPAForAudioClassification) -> np.ndarray:
-    """The checkpoint's distance buffer; a model whose buffer was never built (re-headed) needs its mids and the
-    ontology."""
+def label_distances(model: SPAForAudioClassification) -> np.ndarray | None:
+    """The checkpoint's distance buffer (None for a flat label list: no OmAP); a model whose buffer was never built
+    (re-headed with `num_labels`) needs its mids and the ontology."""
+    if not model.config.has_hierarchy:
+        return None
     distances = model.label_distances.detach().cpu().numpy()
     if distances.any():
         return distances
@@ -133,7 +163,7 @@ def label_distances(model: SPAForAudioClassification) -> np.ndarray:
     return AudioSetOntology.load().distances_for(model.config.label_mids)
 
 
-def make_loader(args, accelerator: Accelerator, model, spec: SplitSpec):
+def make_loader(args, accelerator: Accelerator, model, spec: SplitSpec, own: OwnData | None = None):
     rate = model.config.frontend["sampling_rate"]
     collator = AudioSetCollator(
         sampling_rate=rate,
@@ -148,8 +178,8 @@ def make_loader(args, accelerator: Accelerator, model, spec: SplitSpec):
         size = part_size(args.dataset, spec, args.dataset_config)
         stream = open_part(args.dataset, spec, args.dataset_config)
         return evaluation_loader(accelerator, stream, collator, args.batch_size, options, size=size)
-    data = select(load_audioset(args.dataset, spec.source, args.dataset_config), spec)
-    return evaluation_loader(accelerator, data, collator, args.batch_size, options)
+    rows = own.splits[spec.source] if own is not None else load_audioset(args.dataset, spec.source, args.dataset_config)
+    return evaluation_loader(accelerator, select(rows, spec), collator, args.batch_size, options)
 
 
 def per_class_rows(model, labels: np.ndarray, ap: np.ndarray) -> list[list]:
@@ -253,10 +283,11 @@ def calibrate(args, model, spec: SplitSpec, split, out: Path) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     accelerator = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision)
-    spec = split_spec(args)
     model = load_model(args).to(accelerator.device)
+    own = own_data(args, model)
+    spec = split_spec(args, own)
     distances = label_distances(model)
-    loader = make_loader(args, accelerator, model, spec)
+    loader = make_loader(args, accelerator, model, spec, own)
     split = score_split(accelerator, model, loader, audioset_head=args.audioset_head, with_ids=args.save_scores)
     metrics = split_metrics(split, distances, model)  # with the SPA head: the label-space diagnostics too
     out = Path(args.output_dir or f"outputs/eval/{Path(args.model).name}-{spec.name}")
@@ -266,8 +297,8 @@ def main(argv: list[str] | None = None) -> dict:
         if args.calibrate:
             summary["calibration"] = calibrate(args, model, spec, split, out)
             write_json(out / "results.json", summary)
-        accelerator.print(json.dumps({k: summary[k] for k in ("map", "omap", "n_clips")} | {
-            "skipped": summary["skipped"]["count"]}))  # fmt: skip
+        shown = [k for k in ("accuracy", "map", "omap", "n_clips") if k in summary]
+        accelerator.print(json.dumps({k: summary[k] for k in shown} | {"skipped": summary["skipped"]["count"]}))
         if split.skipped:
             named = ", ".join(f"{clip} ({reason})" for clip, reason in split.skipped[:10])
             accelerator.print(f"Skipped {len(split.skipped)} bad clip(s): {named}")

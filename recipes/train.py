@@ -1,7 +1,9 @@
-"""Train an SPA tagger with Accelerate on an AudioSet-format `datasets` build.
+"""Train an SPA tagger with Accelerate on an AudioSet-format `datasets` build or on a user's own data.
 
     accelerate launch recipes/train.py recipes/configs/demo.yaml [--spa_alpha 0 ...]
     python recipes/train.py --dataset agkphysics/AudioSet --dataset_config balanced --backbone ast ...
+    python recipes/train.py --dataset my_sounds/labels.csv --taxonomy my_taxonomy.json --init_from CHECKPOINT ...
+    python recipes/train.py --dataset audiofolder --data_dir my_sounds/ ...   (docs/fine-tune.md)
 
 Arguments come from the dataclasses below: a YAML file first (its values become defaults), then the command
 line. Checkpoints (`save_state`) go to OUTPUT_DIR/checkpoints/step_N every `checkpointing_steps` optimizer
@@ -30,7 +32,7 @@ from modeling_spa.data.loaders import loader_options
 from modeling_spa.data.sampling import (
     unknown_label_counts,
 )
-from modeling_spa.evaluation import evaluate
+from modeling_spa.evaluation import evaluate, model_distances
 from modeling_spa.hub.publish import HubPushError, push_to_hub
 from modeling_spa.training.accelerator import make_accelerator, shut_down
 from modeling_spa.training.averaging import ExponentialMovingAverage
@@ -53,9 +55,16 @@ class ModelArguments:
         default=None, metadata={"help": "a checkpoint file, a release's short name (passt-s-swa-ap476) or a Hub id"}
     )
     frontend: str | None = field(default=None, metadata={"help": "log-mel preset (default: the backbone's)"})
-    init_from: str | None = field(default=None, metadata={"help": "an SPA checkpoint to fine-tune"})
+    init_from: str | None = field(
+        default=None,
+        metadata={"help": "an SPA checkpoint to fine-tune; re-headed (with SPA kept) when the run's classes differ"},
+    )
     projection_dim: int = 512
-    text_encoder: str = "google-bert/bert-base-uncased"
+    text_encoder: str | None = field(
+        default=None,
+        metadata={"help": "the frozen text encoder (default: google-bert/bert-base-uncased; with --init_from, the "
+                  "checkpoint's own, which this may point to a local copy of)"},
+    )  # fmt: skip
     text_encoder_revision: str | None = None
     text_pooling: str = "mean"
     description_style: str = "concat"
@@ -79,8 +88,32 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    dataset: str = field(default="agkphysics/AudioSet", metadata={"help": "save_to_disk/parquet folder or Hub id"})
+    dataset: str = field(
+        default="agkphysics/AudioSet",
+        metadata={"help": "an AudioSet-format build (save_to_disk/parquet folder or Hub id); a CSV of audio files and "
+                  "labels; 'audiofolder' with --data_dir; or any audio dataset with --label_column"},
+    )  # fmt: skip
     dataset_config: str | None = None
+    data_dir: str | None = field(default=None, metadata={"help": "the folder of --dataset audiofolder"})
+    audio_dir: str | None = field(default=None, metadata={"help": "a CSV's audio files' folder (default: the CSV's)"})
+    label_column: str | None = field(
+        default=None, metadata={"help": "the label column (ClassLabel, a sequence of them, strings); default: labels, "
+                                "label, category or class"}
+    )  # fmt: skip
+    taxonomy: str | None = field(
+        default=None,
+        metadata={"help": "the classes' hierarchy: a JSON/CSV taxonomy file, or 'audioset' (default for "
+                  "AudioSet-format builds; a user's dataset without one is a flat label list)"},
+    )  # fmt: skip
+    problem_type: str = field(
+        default="auto",
+        metadata={"help": "auto (single-label when every clip has one label), single_label_classification or "
+                  "multi_label_classification"},
+    )  # fmt: skip
+    fold_column: str | None = field(default=None, metadata={"help": "cross-validation: the column of the folds"})
+    test_fold: str | None = field(
+        default=None, metadata={"help": "with --fold_column: the fold tested on (the others train and validate)"}
+    )
     train_split: str = "train"
     eval_split: str | None = field(
         default=None,
@@ -91,7 +124,11 @@ class DataArguments:
         default=0.05, metadata={"help": "without a validation split: the share of train held out for validation"}
     )
     validation_seed: int = field(default=0, metadata={"help": "seed of the hold-out's clip-id hash"})
-    classes: str | None = field(default=None, metadata={"help": "JSON list of mids (default: the 527 labels)"})
+    classes: str | None = field(
+        default=None,
+        metadata={"help": "the classes, ids or names: a JSON list or a text file, one per line (default: the 527 "
+                  "AudioSet labels; a user's dataset: its ClassLabel names, else the labels it uses)"},
+    )  # fmt: skip
     unknown_labels: str = field(
         default="error",
         metadata={"help": "a clip label outside the model's classes: error (naming it), or ignore (left out, counted)"},
@@ -186,6 +223,9 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, Aug
             "the downloaded split (without --streaming), or stream with uniform shuffling (without "
             "--balanced_sampling)."
         )
+    if (data_args.fold_column is None) != (data_args.test_fold is None):
+        raise ValueError("Cross-validation needs --fold_column and --test_fold (recipes/cross_validate.py runs every "
+                         "fold).")  # fmt: skip
     if data_args.unknown_labels not in ("error", "ignore"):
         raise ValueError(f"--unknown_labels must be 'error' or 'ignore', got {data_args.unknown_labels!r}")
     if args.freeze_backbone_steps and args.freeze_backbone_epochs:
@@ -227,7 +267,8 @@ def run_training(accelerator: Accelerator, model_args, data_args, augmentation, 
 
     # The data: train / validation / test parts, downloaded or streamed; a new classifier starts at the class prior.
     plan = data_plan(data_args)
-    new_classifier = args.prior_bias and not model_args.init_from and resume is None
+    fresh_head = not model_args.init_from or getattr(model, "reheaded", False)
+    new_classifier = args.prior_bias and fresh_head and resume is None
     options = loader_options(data_args.num_workers, accelerator.device)
     if data_args.streaming:
         train_loader, eval_loaders, stream = stream_loaders(accelerator, model, data_args, args, plan, options,
@@ -240,7 +281,7 @@ def run_training(accelerator: Accelerator, model_args, data_args, augmentation, 
     if data_args.unknown_labels == "ignore" and not data_args.streaming:  # a stream is not read twice to count them
         ignored = unknown_label_counts(load_part(data_args, plan["train"])["labels"], model.config.label_mids)
         accelerator.print(f"Labels outside the model's classes, left out (mid: training clips): {ignored}")
-    distances = model.label_distances.cpu().numpy()
+    distances = model_distances(model)  # None: a flat label list, without OmAP
 
     # The optimizer, the weight average and the schedule, prepared for the processes.
     optimizer = make_optimizer(model, args)

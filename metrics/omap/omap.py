@@ -1,8 +1,9 @@
 """OmAP: ontology-aware mean average precision for AudioSet-style multi-label tagging, as an `evaluate` metric.
 
 Self-contained: it needs `evaluate`, `datasets` and numpy, and the two files beside it, `omap_core.py` (the metric)
-and `ontology_distances.py` (the AudioSet label distances), which evaluate copies along with it. Without explicit
-`distances`, 527 columns are scored on the AudioSet ontology: its two files are found as the `spa-audio-tagging`
+and `ontology_distances.py` (taxonomy files and label distances), which evaluate copies along with it. Any hierarchy
+works: pass `distances`, or `taxonomy` (a taxonomy file or a {id: [children]} mapping, with the classes of the columns).
+With neither, 527 columns are scored on the AudioSet ontology: its two files are found as the `spa-audio-tagging`
 library finds them ($SPA_ONTOLOGY / $SPA_CLASS_LABELS, then the cache) or fetched once through evaluate's download
 manager from their pinned location, checked against their sha256.
 """
@@ -15,12 +16,12 @@ import evaluate
 import numpy as np
 
 from .omap_core import compute_omap
-from .ontology_distances import AUDIOSET_FILES, audioset_distances, local_file
+from .ontology_distances import AUDIOSET_FILES, audioset_distances, local_file, taxonomy_distances
 
 _DESCRIPTION = """\
-Ontology-aware mAP (OmAP, Liu et al., INTERSPEECH 2023) weights every false positive by how far, in the
-AudioSet ontology graph, the wrongly predicted class is from the clip's nearest true label. At level
-lambda = 0..Dmax, confusions within lambda hops cost nothing and farther ones cost their distance (normalised
+Ontology-aware mAP (OmAP, Liu et al., INTERSPEECH 2023) weights every false positive by how far, in a taxonomy
+graph (the AudioSet ontology, or any hierarchy), the wrongly predicted class is from the clip's nearest true label.
+At level lambda = 0..Dmax, confusions within lambda hops cost nothing and farther ones cost their distance (normalised
 by the mean distance above lambda). OmAP is the mean over all Dmax + 1 levels (22 for the 527 AudioSet
 labels). Plain mAP (scikit-learn's average precision, macro-averaged) is returned alongside.
 """
@@ -32,6 +33,11 @@ Args:
     distances (`list` of `list` of `int`, optional): (classes, classes) ontology hop distances. Default: the
         527 AudioSet labels in the order of `class_labels_indices.csv`, computed from the ontology files (found
         through $SPA_ONTOLOGY / $SPA_CLASS_LABELS or the cache, else downloaded when the module is loaded).
+    taxonomy (`str` or `dict`, optional): instead of `distances`, any hierarchy: the path of a taxonomy file (JSON or
+        CSV: id, name, parents, optional description; several parents allowed) or a {id: [children ids]} mapping.
+        Distances are hop counts on its undirected parent-child graph.
+    classes (`list` of `str`, optional): with `taxonomy`, the ids (or names) of the classes in column order;
+        default: the taxonomy's leaves, in file order.
 Returns:
     map (`float`), omap (`float`), omap_per_lambda (`list` of Dmax+1 `float`), ap_per_class (`list`, NaN for
     classes without positives), omap_ap_per_class (`list` of lists, levels x classes), n_classes_evaluated,
@@ -46,6 +52,15 @@ Examples:
     ... )
     >>> round(result["map"], 4), round(result["omap"], 4)
     (0.8333, 0.9722)
+    >>> taxonomy = {"all": ["animal", "engine"], "animal": ["dog", "cat"], "dog": [], "cat": [], "engine": []}
+    >>> result = omap.compute(
+    ...     predictions=[[0.9, 0.8, 0.1], [0.7, 0.6, 0.55], [0.3, 0.4, 0.5]],
+    ...     references=[[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+    ...     taxonomy=taxonomy,  # or "my_taxonomy.csv"
+    ...     classes=["dog", "cat", "engine"],  # ids or names, in column order (default: the leaves)
+    ... )
+    >>> round(result["map"], 4), round(result["omap"], 4)
+    (0.6667, 0.7903)
 """
 
 _CITATION = """\
@@ -108,12 +123,28 @@ class OmAP(evaluate.Metric):
             )
         return distances
 
-    def _compute(self, predictions, references, distances=None):
+    def _compute(self, predictions, references, distances=None, taxonomy=None, classes=None):
         references, predictions = np.asarray(references), np.asarray(predictions)
-        if distances is None:
+        if taxonomy is not None:
+            if distances is not None:
+                raise ValueError("Give `distances` or `taxonomy`, not both.")
+            distances = _taxonomy_distances(taxonomy, classes, references.shape[1] if references.ndim == 2 else 0)
+        elif classes is not None:
+            raise ValueError("`classes` names the columns of a `taxonomy`: pass the taxonomy too.")
+        elif distances is None:
             distances = self._audioset_distances(references.shape[1] if references.ndim == 2 else 0)
         result = compute_omap(references, predictions, distances)
         return {key: value.tolist() if isinstance(value, np.ndarray) else value for key, value in result.items()}
+
+
+def _taxonomy_distances(taxonomy, classes, num_classes: int) -> np.ndarray:
+    """The distances of a taxonomy's classes (`classes`, else its leaves), which must be as many as the columns."""
+    ids, distances = taxonomy_distances(taxonomy, classes)
+    if len(ids) != num_classes:
+        which = "`classes` names" if classes is not None else "the taxonomy's leaves (its classes by default) are"
+        raise ValueError(f"Got {num_classes} classes (columns) but {which} {len(ids)}: {ids[:10]}. Pass `classes`, "
+                         "the ids or names of the columns in order.")  # fmt: skip
+    return distances
 
 
 def _local_or_download(spec, dl_manager) -> str:

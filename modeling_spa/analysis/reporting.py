@@ -243,3 +243,31 @@ __all__ = [
     "save_figure",
     "stat",
 ]
+
+
+CV_METRICS = ("accuracy", "map", "omap")
+
+
+def cross_validation_summary(per_fold: dict[str, dict], metrics: Sequence[str] = CV_METRICS) -> dict:
+    """Cross-validation figures: per metric, mean ± sample std over the folds and each fold's value (`Stat.to_dict`),
+    from each fold's test metrics (fold -> {metric: value}); a metric missing in any fold (OmAP of a flat label list,
+    accuracy of a multi-label task) is left out, as are None values."""
+    if not per_fold:
+        raise ValueError("No fold has results.")
+    summary = {"folds": list(per_fold)}
+    for metric in metrics:
+        values = [fold.get(metric) for fold in per_fold.values()]
+        if all(value is not None for value in values):
+            summary[metric] = stat(values).to_dict()
+    return summary
+
+
+def cross_validation_table(summary: dict, metrics: Sequence[str] = CV_METRICS) -> str:
+    """A markdown table of `cross_validation_summary`: one row per metric, mean ± std and the folds' values."""
+    names = {"accuracy": "accuracy", "map": "mAP", "omap": "OmAP"}
+    rows = [
+        [names.get(m, m), format_stat(stat(summary[m]["values"])), " ".join(f"{v:.4f}" for v in summary[m]["values"])]
+        for m in metrics
+        if m in summary
+    ]
+    return markdown_table(["metric", f"mean ± std over {len(summary['folds'])} folds", "per fold"], rows)

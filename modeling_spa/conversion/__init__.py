@@ -10,7 +10,7 @@ Each family's loader lives in the module named after it; adding a family is one 
 one line in `LOADERS`.
 """
 
-from .building import from_backbone
+from .building import from_backbone, rehead
 from .checkpoints import CheckpointError
 from .loading import LOADERS, load_backbone
 from .releases import FAMILY_LICENCES, RELEASES, Release, releases_of
@@ -22,6 +22,7 @@ __all__ = [
     "CheckpointError",
     "Release",
     "from_backbone",
+    "rehead",
     "load_backbone",
     "releases_of",
 ]

@@ -1,5 +1,9 @@
-"""Scoring a split with a model, gathered over processes, and its mAP / OmAP: the per-epoch validation of
-`recipes/train.py` and the whole of `recipes/evaluate.py`.
+"""Scoring a split with a model, gathered over processes, and its mAP / OmAP (and accuracy for a single-label model):
+the per-epoch validation of `recipes/train.py` and the whole of `recipes/evaluate.py`.
+
+Scores are sigmoid probabilities, or softmax ones for a single-label model (one class per clip). OmAP needs the
+classes' distances: a model whose classes are a flat label list has none, and its results say so (`omap` None, with
+`omap_note`) beside mAP.
 
 The model scores whole clips in eval mode: those longer than its window window by window, aggregated as the model
 aggregates (`modeling_spa.windowing`); with `audioset_head`, the backbone's original AudioSet head
@@ -56,6 +60,24 @@ def check_audioset_head(model) -> None:
         )
 
 
+NO_HIERARCHY_NOTE = (
+    "OmAP needs a hierarchy: this model's classes are a flat label list, without graph distances between them. Give "
+    "them a taxonomy file with parents to measure OmAP; mAP is reported."
+)
+
+
+def model_distances(model) -> np.ndarray | None:
+    """The model's class distances (its `label_distances` buffer), or None when its classes are a flat label list."""
+    if not model.config.has_hierarchy:
+        return None
+    return model.label_distances.detach().cpu().numpy()
+
+
+def probabilities(config, logits: torch.Tensor) -> torch.Tensor:
+    """Scores of logits: softmax over the classes for a single-label model, else a sigmoid per class."""
+    return logits.float().softmax(dim=-1) if config.single_label else logits.float().sigmoid()
+
+
 def clip_outputs(
     model, input_values: torch.Tensor, attention_mask: torch.Tensor, audioset_head: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -63,7 +85,7 @@ def clip_outputs(
     (windowed by the model itself), or the original AudioSet head's on the same windows (which has no E_a: None)."""
     if not audioset_head:
         output = model(input_values=input_values, attention_mask=attention_mask)
-        return output.logits.float().sigmoid(), output.audio_embeds.float()
+        return probabilities(model.config, output.logits), output.audio_embeds.float()
     return model.audioset_scores(input_values, attention_mask).float(), None  # windowed by the model too
 
 
@@ -114,22 +136,38 @@ def score_split(accelerator, model, loader, audioset_head: bool = False, with_id
     )
 
 
-def split_metrics(split: SplitScores, distances: np.ndarray, model=None) -> dict:
-    """mAP, OmAP, OmAP_λ (and the raw per-class results under "_result") of gathered scores; with the `model` and the
-    split's E_a, the label-space collapse diagnostics (`modeling_spa.analysis.diagnostics`)."""
+def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy over the clips with exactly one label: the highest score is that label."""
+    single = labels.sum(axis=1) == 1
+    if not single.any():
+        raise ValueError("Accuracy needs clips with exactly one label; none has.")
+    return float((scores[single].argmax(axis=1) == labels[single].argmax(axis=1)).mean())
+
+
+def split_metrics(split: SplitScores, distances: np.ndarray | None, model=None) -> dict:
+    """mAP, OmAP, OmAP_λ (and the raw per-class results under "_result") of gathered scores; accuracy for a
+    single-label `model`; with the `model` and the split's E_a, the label-space collapse diagnostics
+    (`modeling_spa.analysis.diagnostics`). `distances` None (a flat label list): no OmAP, and a note saying why."""
     from ..analysis.diagnostics import collapse_diagnostics
 
     if len(split.scores) == 0:
         raise ValueError("No clip could be scored: every clip of the split was skipped (see the skipped clips).")
+    flat = distances is None
+    if flat:  # mAP does not depend on the distances: any valid matrix gives it (OmAP is then dropped)
+        classes = split.labels.shape[1]
+        distances = np.ones((classes, classes), dtype=np.int64) - np.eye(classes, dtype=np.int64)
     result = compute_omap(split.labels, split.scores, distances)
     diagnostics = {}
     if model is not None and split.audio_embeds is not None:
         embeds, labels = torch.from_numpy(split.audio_embeds), torch.from_numpy(split.labels)
         diagnostics = collapse_diagnostics(model, embeds, labels)
+    single = model is not None and model.config.single_label
     return {
         "map": result["map"],
-        "omap": result["omap"],
-        "omap_per_lambda": result["omap_per_lambda"].tolist(),
+        "omap": None if flat else result["omap"],
+        "omap_per_lambda": None if flat else result["omap_per_lambda"].tolist(),
+        **({"omap_note": NO_HIERARCHY_NOTE} if flat else {}),
+        **({"accuracy": accuracy(split.scores, split.labels)} if single else {}),
         "n_classes_evaluated": result["n_classes_evaluated"],
         "skipped_clips": len({clip for clip, _ in split.skipped}),
         **diagnostics,
@@ -137,7 +175,7 @@ def split_metrics(split: SplitScores, distances: np.ndarray, model=None) -> dict
     }
 
 
-def evaluate(accelerator, model, loader, distances: np.ndarray) -> dict:
+def evaluate(accelerator, model, loader, distances: np.ndarray | None) -> dict:
     """mAP, OmAP and OmAP_λ over the whole split, with the label-space collapse diagnostics, as `recipes/train.py`
     records them every epoch.
 
@@ -149,5 +187,5 @@ def evaluate(accelerator, model, loader, distances: np.ndarray) -> dict:
     return metrics
 
 
-__all__ = ["SplitScores", "check_audioset_head", "clip_outputs", "clip_scores", "evaluate", "score_split",
-           "split_metrics"]  # fmt: skip
+__all__ = ["NO_HIERARCHY_NOTE", "SplitScores", "accuracy", "check_audioset_head", "clip_outputs", "clip_scores",
+           "evaluate", "model_distances", "probabilities", "score_split", "split_metrics"]  # fmt: skip

@@ -15,7 +15,7 @@ from huggingface_hub import EvalResult, ModelCardData
 from ..augmentation import AugmentationConfig
 from ..files import project_folder
 
-METRICS = (("map", "mAP"), ("omap", "OmAP"))
+METRICS = (("accuracy", "accuracy"), ("map", "mAP"), ("omap", "OmAP"))  # those a result has (accuracy: single-label)
 # The Hub copy of AudioSet lacks the clips gone from YouTube: its figures compare with others only with that said.
 HUB_AUDIOSET = "agkphysics/AudioSet"
 HUB_AUDIOSET_NOTE = (
@@ -67,14 +67,45 @@ def results_note(dataset: str) -> str:
 def _results_table(results: dict[str, dict[str, float]]) -> str:
     if not results:
         return "Not evaluated yet."
-    rows = ["| split | mAP | OmAP |", "|---|---:|---:|"]
-    rows += [f"| {split} | {m['map']:.4f} | {m['omap']:.4f} |" for split, m in results.items()]
-    return "\n".join(rows)
+    shown = [(key, name) for key, name in METRICS if any(m.get(key) is not None for m in results.values())]
+    rows = ["| split | " + " | ".join(name for _, name in shown) + " |", "|---|" + "---:|" * len(shown)]
+    rows += [f"| {split} | " + " | ".join(_figure(m.get(key), 4) for key, _ in shown) + " |"
+             for split, m in results.items()]  # fmt: skip
+    notes = {m["omap_note"] for m in results.values() if m.get("omap_note")}
+    return "\n".join(rows) + "".join(f"\n\n{note}" for note in sorted(notes))
+
+
+def _taxonomy_text(config) -> str:
+    """Which taxonomy the classes come from, as a table cell."""
+    record = config.taxonomy
+    if record is None:
+        return "the AudioSet ontology" if config.label_mids else "not recorded"
+    hierarchy = "a hierarchy" if record.get("hierarchy", True) else "a flat label list (no hierarchy: no OmAP)"
+    source = f", from `{record['source']}`" if record.get("source") else ""
+    return f"{record.get('name')} ({record.get('nodes')} nodes, {hierarchy}{source})"
+
+
+LABEL_TEXTS_SHOWN = 40  # the card lists every label text up to this many classes
+
+
+def _label_texts(config) -> str:
+    """The label texts the text encoder embedded, class by class (all of them in `config.label_texts`)."""
+    texts = config.label_texts
+    if not texts:
+        return "Not recorded (a checkpoint saved before label texts were; see `label_paths` in config.json)."
+    rows = ["| class | label text |", "|---|---|"]
+    names = config.label_names
+    rows += [f"| {names[i]} | {texts[i]} |" for i in range(min(len(texts), LABEL_TEXTS_SHOWN))]
+    more = len(texts) - LABEL_TEXTS_SHOWN
+    rest = f"\n\n... and {more} more: `label_texts` in config.json lists them all." if more > 0 else ""
+    return "\n".join(rows) + rest
 
 
 def objective_text(config) -> str:
     """The training objective in one line: the loss, L_SPA's form and terms, and what p_t was."""
     loss = "(L_BCE + L_OBCE)/2" if config.classification_loss == "obce" else "L_BCE"
+    if getattr(config, "single_label", False):
+        loss = "L_CE (softmax cross-entropy, one class per clip)"
     if config.spa_alpha <= 0:
         return f"{loss} (baseline, no SPA)"
     terms = ["L_SPA"]
@@ -92,8 +123,8 @@ def objective_text(config) -> str:
     return f"{loss} + {config.spa_alpha:g} · {spa}; L_SPA is {form}; {text}p_t {projection}, {bias}"
 
 
-def _figure(value) -> str:
-    return "n/a" if value is None or value != value else f"{value:.3f}"  # NaN != NaN
+def _figure(value, digits: int = 3) -> str:
+    return "n/a" if value is None or value != value else f"{value:.{digits}f}"  # NaN != NaN
 
 
 def _diagnostics_section(results: dict[str, dict], history: list[dict] | None) -> str:
@@ -207,7 +238,7 @@ def render_model_card(
         library_name="transformers",
         pipeline_tag="audio-classification",
         tags=["audio-classification", "audioset", "spa", "omap"],
-        metrics=["map", "omap"],
+        metrics=[key for key, _ in METRICS if any(r.get(key) is not None for r in results.values())] or ["map", "omap"],
         eval_results=[
             EvalResult(
                 task_type="audio-classification",
@@ -220,6 +251,7 @@ def render_model_card(
             )
             for split, values in results.items()
             for key, name in METRICS
+            if values.get(key) is not None
         ]
         or None,
     )
@@ -232,6 +264,9 @@ def render_model_card(
     thresholds = thresholds_section(config)
     if "$thresholds" not in text:  # likewise for the decision thresholds
         results_table += f"\n\n{THRESHOLDS_HEADING}\n{thresholds}"
+    if "$label_texts" not in text:  # likewise for the taxonomy and the label texts
+        classes = f"Taxonomy: {_taxonomy_text(config)}.\n\n{_label_texts(config)}"
+        results_table += f"\n\n### Classes and label texts\n{classes}"
     return Template(text).substitute(
         card_data=card_data.to_yaml(),
         model_name=repo_id.split("/")[-1],
@@ -244,6 +279,10 @@ def render_model_card(
         num_labels=config.num_labels,
         label_examples=", ".join(names[:3]),
         description_style=config.description_style,
+        taxonomy=_taxonomy_text(config),
+        score_function="softmax(-1)" if getattr(config, "single_label", False) else "sigmoid()",
+        score_kind="single-label (softmax)" if getattr(config, "single_label", False) else "multi-label (sigmoid)",
+        label_texts=_label_texts(config),
         text_encoder=config.label_text_encoder,
         text_pooling=config.label_text_pooling,
         objective=objective_text(config),

@@ -16,12 +16,25 @@ level_scales = _core.level_scales
 nearest_positive_distance = _core.nearest_positive_distance
 
 
-def compute_omap(references: Any, predictions: Any, distances: Any | None = None) -> dict[str, Any]:
+def compute_omap(
+    references: Any, predictions: Any, distances: Any | None = None, taxonomy: Any | None = None
+) -> dict[str, Any]:
     """OmAP, OmAP per level and mAP of (clips, classes) labels and scores (see `metrics/omap/omap_core.py`).
 
-    `distances` (classes, classes) hop counts; None: the 527 AudioSet labels (`AudioSetOntology.load().distances`).
+    The class distances: `distances` (classes, classes) hop counts; or `taxonomy`, a `Taxonomy` (its classes in the
+    order of the columns, e.g. `read_taxonomy(path, classes=[...])`), or a taxonomy file's path or {id: [children]}
+    mapping (its leaves in file order); or neither: the 527 AudioSet labels (`AudioSetOntology.load().distances`).
+    A flat label list has no distances: an error says OmAP needs a hierarchy.
     """
-    if distances is None:
+    if distances is not None and taxonomy is not None:
+        raise ValueError("Give `distances` or `taxonomy`, not both.")
+    if taxonomy is not None:
+        from ..taxonomy import load_taxonomy
+
+        taxonomy = load_taxonomy(taxonomy)
+        taxonomy.require_hierarchy("OmAP")
+        distances = taxonomy.distances
+    elif distances is None:
         distances = default_distances(np.shape(references)[-1])
     return _core.compute_omap(references, predictions, distances)
 

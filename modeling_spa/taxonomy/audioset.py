@@ -15,15 +15,13 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from ..files import cache_dir, download, project_module
-from ..label_text import CONCAT_SEPARATOR, DEFAULT_PROMPT, DESCRIPTION_STYLES
+from ..files import cache_dir, download
+from ..label_text import DEFAULT_PROMPT
+from .taxonomy import Taxonomy, TaxonomyNode, distances_module
 
 _TRAILING_QUALIFIER = re.compile(r"\s*(\([^()]*\))$")
 _LIST_OF_THINGS = re.compile(r"\band\b|\betc\.$")  # "Dishes, pots, and pans", "Bee, wasp, etc."
@@ -31,7 +29,7 @@ _LIST_OF_THINGS = re.compile(r"\band\b|\betc\.$")  # "Dishes, pots, and pans", "
 
 def _home():
     """The evaluate module's `ontology_distances.py`: pins, file reading, hop distances."""
-    return project_module("ontology_distances")
+    return distances_module()
 
 
 ONTOLOGY_FILE = _home().ONTOLOGY_FILE
@@ -48,16 +46,8 @@ def resolve(spec, path: str | os.PathLike | None = None) -> Path:
     return download(spec.url, cache_dir() / spec.filename, spec.sha256, f"The AudioSet file {spec.filename}", how_else)
 
 
-@dataclass(frozen=True)
-class OntologyNode:
-    """One node of `ontology.json`, with parents derived from the other nodes' `child_ids`."""
-
-    id: str
-    name: str
-    description: str
-    children: tuple[str, ...]
-    parents: tuple[str, ...]
-    restrictions: tuple[str, ...]
+# A node of `ontology.json`, with parents derived from the other nodes' `child_ids` (the generic node type).
+OntologyNode = TaxonomyNode
 
 
 def _split_first_alias(name: str) -> tuple[str, str]:
@@ -94,24 +84,6 @@ def short_name(name: str, shared_first_aliases: Collection[str] = ()) -> str:
     return first + (f" {qualifier.group(1)}" if qualifier else "")
 
 
-def check_distinct_descriptions(texts: Sequence[str], names: Sequence[str]) -> None:
-    """Raise a ValueError naming the classes (`names`, one per text) that share a description.
-
-    SPA pulls each clip towards the text of its labels: classes with one text would get one target. Texts are
-    compared case- and whitespace-insensitively, as an uncased text encoder (bert-base-uncased) sees them.
-    """
-    classes: dict[str, list[str]] = {}
-    for text, name in zip(texts, names, strict=True):
-        classes.setdefault(" ".join(text.casefold().split()), []).append(name)
-    clashes = [(text, group) for text, group in classes.items() if len(group) > 1]
-    if clashes:
-        shown = "; ".join(f"{text!r} for {' / '.join(map(repr, group))}" for text, group in clashes[:5])
-        raise ValueError(
-            f"{len(clashes)} label description(s) shared by several classes: {shown}. SPA would give those classes"
-            " one text target: use another description style (e.g. 'desc') or name_style='full'."
-        )
-
-
 def _read_nodes(path: Path) -> dict[str, OntologyNode]:
     raw = _home().read_ontology(path)
     parents: dict[str, list[str]] = {entry["id"]: [] for entry in raw}
@@ -131,17 +103,17 @@ def _read_nodes(path: Path) -> dict[str, OntologyNode]:
     }
 
 
-class AudioSetOntology:
-    """The AudioSet ontology graph and its labels, in the order of `class_labels_indices.csv`.
+class AudioSetOntology(Taxonomy):
+    """The AudioSet ontology graph and its labels, in the order of `class_labels_indices.csv`: a `Taxonomy` whose
+    classes (`label_ids`, also `label_mids`) are the 527 labels, with AudioSet's short names (`name`).
 
     Use `AudioSetOntology.load()`; the files are found as the module docstring says.
     """
 
     def __init__(self, nodes: dict[str, OntologyNode], label_mids: Sequence[str], label_names: Sequence[str]):
-        self.nodes = nodes
-        self.label_mids = list(label_mids)
+        super().__init__(nodes, label_mids, title="AudioSet ontology", source="ontology.json")
+        self.label_mids = self.label_ids
         self.label_names = list(label_names)
-        self._order = {node_id: i for i, node_id in enumerate(nodes)}
 
     @classmethod
     def load(
@@ -161,83 +133,15 @@ class AudioSetOntology:
         counts = f"{len(self.nodes)} nodes, {len(self.label_mids)} labels, {len(self.top_level_mids)} top-level"
         return f"AudioSetOntology({counts})"
 
-    # -- graph ---------------------------------------------------------------------------------------------
+    def _set_labels(self, ids: list[str]) -> None:
+        self.label_ids = self.label_mids = ids
+        self.label_names = [self.nodes[mid].name for mid in ids]  # class_labels_indices.csv's names are the ontology's
+
     @property
     def top_level_mids(self) -> list[str]:
-        return [node_id for node_id, node in self.nodes.items() if not node.parents]
+        return self.top_level_ids
 
-    @functools.cached_property
-    def _depths(self) -> dict[str, int]:
-        """Length of the shortest downward path from any top-level node (breadth-first from all of them)."""
-        depth = {node_id: 0 for node_id in self.top_level_mids}
-        queue = deque(depth)
-        while queue:
-            node_id = queue.popleft()
-            for child in self.nodes[node_id].children:
-                if child not in depth:
-                    depth[child] = depth[node_id] + 1
-                    queue.append(child)
-        unreachable = set(self.nodes) - set(depth)
-        if unreachable:
-            raise ValueError(
-                f"Ontology nodes not reachable from any top-level node (a cycle?): {sorted(unreachable)[:5]}"
-            )
-        return depth
-
-    def path_to_top(self, mid: str) -> list[str]:
-        """The shortest upward path from `mid` to a top-level node, top first.
-
-        Tie-break, deterministic: at every step up, take the parent closest to the top; among equally close
-        parents, the one listed first in `ontology.json`. E.g. "Growling" has four parents at equal depth
-        (Dog, Cat, Roaring cats, Canidae) and goes through Dog, which comes first in the file.
-        """
-        self._check_mid(mid)
-        path = [mid]
-        while self.nodes[path[-1]].parents:
-            parents = self.nodes[path[-1]].parents
-            path.append(min(parents, key=lambda p: (self._depths[p], self._order[p])))
-        return path[::-1]
-
-    def depth(self, mid: str) -> int:
-        """The length of the shortest path down from a top-level node (top-level nodes: 0; "Dog": 2)."""
-        self._check_mid(mid)
-        return self._depths[mid]
-
-    def ancestors(self, mid: str) -> set[str]:
-        """Every node above `mid` through any of its parents (38 nodes have several), `mid` excluded."""
-        self._check_mid(mid)
-        found, stack = set(), list(self.nodes[mid].parents)
-        while stack:
-            node_id = stack.pop()
-            if node_id not in found:
-                found.add(node_id)
-                stack.extend(self.nodes[node_id].parents)
-        return found
-
-    def top_level(self, mid: str) -> str:
-        """The top-level category of `mid` (the first node of `path_to_top`)."""
-        return self.path_to_top(mid)[0]
-
-    @functools.cached_property
-    def node_distances(self) -> np.ndarray:
-        """All-pairs hop distances on the undirected graph over every node, in ontology file order."""
-        return _home().hop_distances({node_id: node.children for node_id, node in self.nodes.items()})
-
-    def distances_for(self, mids: Sequence[str]) -> np.ndarray:
-        """The sub-matrix of full-graph distances for `mids`, in the given order."""
-        for mid in mids:
-            self._check_mid(mid)
-        index = np.array([self._order[mid] for mid in mids], dtype=np.int64)
-        return self.node_distances[np.ix_(index, index)]
-
-    @functools.cached_property
-    def distances(self) -> np.ndarray:
-        """The C x C label distance matrix (CSV order): symmetric, zero diagonal, max 21 for AudioSet."""
-        matrix = self.distances_for(self.label_mids)
-        matrix.setflags(write=False)
-        return matrix
-
-    # -- label text ----------------------------------------------------------------------------------------
+    # -- label text ----------------------------------------------------------------------------------------------------
     @functools.cached_property
     def shared_first_aliases(self) -> frozenset[str]:
         """First aliases (casefolded) that start the names of several nodes, e.g. "inside" and "outside".
@@ -255,37 +159,8 @@ class AudioSetOntology:
         "Male speech", while "Inside, small room" and "Dishes, pots, and pans" stay whole. For the 527 AudioSet
         labels every short name is distinct.
         """
-        self._check_mid(mid)
-        if name_style not in ("short", "full"):
-            raise ValueError(f"Unknown name_style {name_style!r}; use 'short' or 'full'.")
-        full = self.nodes[mid].name
+        full = super().name(mid, name_style)
         return short_name(full, self.shared_first_aliases) if name_style == "short" else full
-
-    def description(
-        self, mid: str, style: str = "concat", prompt_template: str = DEFAULT_PROMPT, name_style: str = "short"
-    ) -> str:
-        """The language description of one class (SPA paper, section 3.1).
-
-        - `direct`: the name, "Male speech"
-        - `prompt`: `prompt_template` filled with the name, "the sound of Male speech"
-        - `desc`: the ontology's description field
-        - `concat`: `path_to_top` names joined by " > ", "Human sounds > Human voice > Speech > Male speech"
-
-        For the 527 AudioSet labels every style and name_style gives 527 distinct texts (the ontology's
-        description fields are all distinct too); `check_distinct_descriptions` guards other label sets.
-        """
-        if style == "direct":
-            return self.name(mid, name_style)
-        if style == "prompt":
-            if "{label}" not in prompt_template:
-                raise ValueError(f"prompt_template {prompt_template!r} must contain '{{label}}'.")
-            return prompt_template.format(label=self.name(mid, name_style))
-        if style == "desc":
-            self._check_mid(mid)
-            return self.nodes[mid].description.strip() or self.name(mid, name_style)
-        if style == "concat":
-            return CONCAT_SEPARATOR.join(self.name(node, name_style) for node in self.path_to_top(mid))
-        raise ValueError(f"Unknown description style {style!r}; choose one of {DESCRIPTION_STYLES}.")
 
     def descriptions(
         self,
@@ -294,13 +169,14 @@ class AudioSetOntology:
         prompt_template: str = DEFAULT_PROMPT,
         name_style: str = "short",
     ) -> list[str]:
-        """Descriptions of `mids` (default: all labels in CSV order) in one style; see `description`."""
-        return [
-            self.description(mid, style, prompt_template, name_style)
-            for mid in (self.label_mids if mids is None else mids)
-        ]
+        """Descriptions of `mids` (default: all labels in CSV order) in one style; see `Taxonomy.description`.
 
-    def _check_mid(self, mid: str) -> None:
+        For the 527 AudioSet labels every style and name_style gives 527 distinct texts (the ontology's description
+        fields are all distinct too); `check_distinct_descriptions` guards other label sets.
+        """
+        return super().descriptions(style, mids, prompt_template, name_style)
+
+    def _check_id(self, mid: str) -> None:
         if mid not in self.nodes:
             raise ValueError(f"Unknown AudioSet mid {mid!r}: it is not in the ontology.")
 

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 from ..data import AudioSetCollator, load_audioset
 from ..data.loaders import evaluation_loader, on_device, own_generator
 from ..data.sampling import BalancedSampler, balanced_weights, class_counts, expected_class_frequency, label_indices
+from ..data.sources import AUTO, OwnData, cached_own_data, is_own_data
 from ..data.splits import SplitSpec, resolve_splits, select, split_names
 from ..data.streaming import (
     Rows,
@@ -26,15 +27,32 @@ from .checkpointing import resumed_stream, stream_record
 from .optimization import set_prior_bias
 
 
+def own_data(data_args) -> OwnData | None:
+    """A user's dataset (a CSV folder, an audiofolder, a dataset with a label column or a taxonomy:
+    `modeling_spa.data.sources`), read once per process; None for an AudioSet-format build."""
+    if not is_own_data(data_args.dataset, data_args.label_column, data_args.taxonomy):
+        return None
+    if data_args.streaming:
+        raise ValueError("--streaming reads AudioSet-format builds; a CSV folder, audiofolder or label-column dataset "
+                         "is read whole (build it with recipes/build_own_data.py to stream it).")  # fmt: skip
+    return cached_own_data(data_args.dataset, data_args.dataset_config, data_args.data_dir, data_args.label_column,
+                           data_args.taxonomy, data_args.classes, data_args.problem_type or AUTO,
+                           data_args.fold_column, data_args.test_fold, data_args.audio_dir)  # fmt: skip
+
+
 def data_plan(data_args) -> dict[str, SplitSpec | None]:
     """The train, validation and test parts of the dataset (`modeling_spa.data.splits`: the default rule)."""
-    available = split_names(data_args.dataset, data_args.dataset_config)
+    own = own_data(data_args)
+    available = list(own.splits) if own is not None else split_names(data_args.dataset, data_args.dataset_config)
     return resolve_splits(available, data_args.train_split, data_args.eval_split, data_args.test_split,
                           data_args.validation_fraction, data_args.validation_seed, data_args.dataset)  # fmt: skip
 
 
 def load_part(data_args, spec: SplitSpec):
     """A part of the plan as a map-style dataset (the hold-out is an index over the split's rows)."""
+    own = own_data(data_args)
+    if own is not None:
+        return select(own.splits[spec.source], spec)
     return select(load_audioset(data_args.dataset, spec.source, data_args.dataset_config), spec)
 
 
@@ -122,13 +140,15 @@ def map_loaders(model, data_args, args, plan: dict, options: dict, new_classifie
                          f"{args.batch_size} on each of {num_processes} process(es): lower --batch_size.")  # fmt: skip
     train_loader = make_loader(train_split, model, data_args, args.batch_size, True, args.seed, sampler,
                                drop_last=drop_last, options=options)  # fmt: skip
-    eval_loaders = {
-        spec.name: make_loader(
-            load_part(data_args, spec), model, data_args, args.eval_batch_size, False, args.seed, options=options
-        )  # fmt: skip
-        for spec in (plan["eval"], plan["test"])
-        if spec is not None
-    }
+    eval_loaders = {}
+    for spec in (plan["eval"], plan["test"]):
+        if spec is not None:
+            part = load_part(data_args, spec)
+            if len(part) == 0:  # a small dataset's hold-out can be empty: say so before training, not after
+                raise ValueError(f"{spec.describe()} holds no clip: raise --validation_fraction, or name a split "
+                                 "with --eval_split / --test_split.")  # fmt: skip
+            eval_loaders[spec.name] = make_loader(part, model, data_args, args.eval_batch_size, False, args.seed,
+                                                  options=options)  # fmt: skip
     return train_loader, eval_loaders
 
 

@@ -13,7 +13,7 @@ from .checkpointing import save_checkpoint
 from .guard import check_step
 from .optimization import drop_gradients
 
-LOSS_PARTS = ("loss", "bce_loss", "obce_loss", "spa_loss", "spa_uniformity_loss", "spa_geometry_loss")
+LOSS_PARTS = ("loss", "bce_loss", "obce_loss", "ce_loss", "spa_loss", "spa_uniformity_loss", "spa_geometry_loss")
 
 
 def train_epoch(accelerator, model, optimizer, scheduler, loader, state: dict, args, progress, extras: dict):

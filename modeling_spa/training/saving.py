@@ -91,7 +91,8 @@ def save_finals(accelerator, finals: dict, eval_loaders: dict, eval_split: str, 
             final = save_final(weights, extractor, arguments, results[folder], folder,
                                which + " of the training weights", data_description,
                                history if folder == "model" else None)  # fmt: skip
-            scores = {s: {k: round(r[k], 4) for k in ("map", "omap")} for s, r in results[folder].items()}
+            scores = {s: {k: round(r[k], 4) for k in ("accuracy", "map", "omap") if r.get(k) is not None}
+                      for s, r in results[folder].items()}  # fmt: skip
             accelerator.print(f"Saved the model to {final}: {json.dumps(scores)}")
     if accelerator.is_main_process:
         write_json(Path(args.output_dir) / "history.json", history)
