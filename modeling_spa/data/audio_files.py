@@ -19,7 +19,7 @@ import os
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -227,13 +227,15 @@ def _resample_stream(rate: int, sampling_rate: int):
 
 def stream_windows(
     blocks: Iterable[np.ndarray], rate: int, sampling_rate: int, window: int, hop: int
-) -> Iterator[np.ndarray]:
+) -> Generator[np.ndarray, None, int]:
     """The windows of a clip that arrives in blocks of (frames, channels) float32 samples at `rate`.
 
     Each block is mixed to mono and resampled to `sampling_rate` by a soxr stream; the windows are those of
     `window_starts` over the whole clip (float32, `window` samples, or the whole clip when it is no longer), equal
     to what mixing and resampling the whole clip at once (`soxr.resample`, quality `RESAMPLE_QUALITY`) and slicing
     would give. Only the samples later windows need are kept: memory stays at about one window plus one block.
+    The generator returns the clip's length at `sampling_rate` (`total = yield from stream_windows(...)`): the
+    windows' start times are `window_starts` of it, known only once the stream has ended.
     """
     resampler = _resample_stream(rate, sampling_rate)
     buffer = np.zeros(0, dtype=np.float32)
@@ -251,6 +253,7 @@ def stream_windows(
         yield buffer.copy()
     elif covered and covered < offset + len(buffer):
         yield buffer[len(buffer) - window :].copy()
+    return offset + len(buffer)
 
 
 def _mono_pieces(blocks: Iterable[np.ndarray], resampler) -> Iterator[np.ndarray]:
@@ -263,13 +266,13 @@ def _mono_pieces(blocks: Iterable[np.ndarray], resampler) -> Iterator[np.ndarray
 
 def file_windows(
     path: str | Path, sampling_rate: int, window: int, hop: int, block_frames: int | None = None
-) -> Iterator[np.ndarray]:
-    """The windows of an audio file at `sampling_rate` (`stream_windows`), decoded forward in blocks of
-    `block_frames` (default `BLOCK_FRAMES`). `AudioFileError` naming the file when it cannot be used."""
+) -> Generator[np.ndarray, None, int]:
+    """The windows of an audio file at `sampling_rate` (`stream_windows`, whose length it returns), decoded forward
+    in blocks of `block_frames` (default `BLOCK_FRAMES`). `AudioFileError` naming the file when it cannot be used."""
     with open_audio(path) as sound:
         blocks = read_blocks(sound, str(path), block_frames)
         try:
-            yield from stream_windows(blocks, sound.samplerate, sampling_rate, window, hop)
+            return (yield from stream_windows(blocks, sound.samplerate, sampling_rate, window, hop))
         except ModuleNotFoundError as err:  # soxr, needed only for a file at another rate
             reason = f"at {sound.samplerate} Hz where the model takes {sampling_rate} Hz: install soxr to resample it"
             raise AudioFileError(str(path), reason) from err
