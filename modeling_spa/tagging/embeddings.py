@@ -63,8 +63,11 @@ class EmbeddingOutput:
             for row in window_rows(result):
                 self.windows.write(row, flush=False)
         self.files.write(file_row(result), flush=False)
-        if self.files.due() or (self.windows is not None and self.windows.due()):
+        if self.due():
             self.close()
+
+    def due(self) -> bool:
+        return self.files.due() or (self.windows is not None and self.windows.due())
 
     def close(self) -> None:
         if self.windows is not None:

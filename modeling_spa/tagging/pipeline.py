@@ -32,7 +32,7 @@ import queue
 import signal
 import sys
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -347,12 +347,14 @@ def tag_collection(
     num_workers: int | None = None,
     ordered: bool = False,
     block_frames: int | None = None,
+    idle: Callable[[], None] | None = None,
 ) -> Iterator[TaggedFile]:
     """Tags the items `indices` (default: all) of `collection` (`sources.FileCollection` or `DatasetCollection`):
     one `TaggedFile` per item, failures included, in the order they complete (`ordered`: in `indices`' order).
 
     Windows and aggregation are the model's (`hop_s`, `aggregation` override its config), as in `files.file_outputs`;
-    `batch_size` windows of any files are scored at a time. See the module docstring for the processes.
+    `batch_size` windows of any files are scored at a time. `idle()` is called whenever nothing arrived for a moment
+    (an output writes its buffered rows then). See the module docstring for the processes.
     """
     settings = window_settings(model.config, hop_s, aggregation)
     decode = DecodeSettings(extractor.sampling_rate, settings.length, settings.hop, model.spa.frontend.min_samples,
@@ -365,20 +367,22 @@ def tag_collection(
         decoder = InlineDecoder(collection, decode)
     try:
         decoder.submit(indices)
-        results = _run(decoder, _Batcher(model, extractor, batch_size), collection, decode, settings.aggregation,
-                       len(indices))  # fmt: skip
+        batcher = _Batcher(model, extractor, batch_size)
+        results = _run(decoder, batcher, collection, decode, settings.aggregation, len(indices), idle)
         yield from _in_order(results, indices) if ordered else results
     finally:
         decoder.close()
 
 
-def _run(decoder, batcher: _Batcher, collection, decode: DecodeSettings, aggregation: str, total: int):
+def _run(decoder, batcher: _Batcher, collection, decode: DecodeSettings, aggregation: str, total: int, idle=None):
     """The main loop: messages in, batches scored, finished files out."""
     flying: dict[int, _InFlight] = {}
     finished = 0
     while finished < total:
         message = decoder.next_message(PARTIAL_BATCH_WAIT_S)
         if message is None:  # nothing arrived: score what is waiting rather than idle
+            if idle is not None:
+                idle()
             scored = batcher.run_largest()
             if scored is None and decoder.idle():  # a bug, never a file's fault
                 raise RuntimeError(f"the decoders stopped after {finished} of {total} files")

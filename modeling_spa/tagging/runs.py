@@ -80,8 +80,8 @@ def run_tagging(
     **pipeline,
 ) -> RunSummary:
     """Tags this process's share of `collection` into `outputs` (objects with `start`, `write(result, values)`,
-    `close` and `finish`: `TableOutput`, `embeddings.EmbeddingOutput`), skipping what they already record; the main
-    process then finishes them. `values(result)`: what a table ranks instead of the scores (zero-shot cosines).
+    `due`, `close` and `finish`: `TableOutput`, `embeddings.EmbeddingOutput`), skipping what they already record;
+    the main process then finishes them. `values(result)`: what a table ranks instead of the scores (zero-shot cosines).
     Each failure is named on stderr as it happens; `pipeline` goes to `pipeline.tag_collection`."""
     recorded = [output.start() for output in outputs]
     processes.barrier()  # every process has read the record before any writes to it
@@ -89,8 +89,14 @@ def run_tagging(
     todo = [i for i in share if not all((collection[i],) in done for done in recorded)]
     summary = RunSummary(skipped=len(share) - len(todo))
     started = time.monotonic()
+
+    def idle() -> None:  # a stalled file must not hold back the rows already tagged
+        for output in outputs:
+            if output.due():
+                output.close()
+
     with _ProgressBar(len(todo), progress and processes.main, processes) as bar:
-        for result in tag_collection(collection, model, extractor, indices=todo, **pipeline):
+        for result in tag_collection(collection, model, extractor, indices=todo, idle=idle, **pipeline):
             for output, done in zip(outputs, recorded, strict=True):
                 if (result.key,) not in done:
                     output.write(result, values(result) if values is not None and result.error is None else None)
@@ -133,6 +139,9 @@ class TableOutput:
 
     def write(self, result: TaggedFile, values: np.ndarray | None = None) -> None:
         self.table.write(self.layout.row(result, values))
+
+    def due(self) -> bool:
+        return self.table.due()
 
     def close(self) -> None:
         self.table.close()

@@ -7,7 +7,7 @@ stays readable at every moment:
   appended with one write() of its whole line, which a killed process either made or did not. A last line without
   its newline (a machine that went down mid-write) is cut off when the run starts again.
 - Parquet, which cannot be appended to: rows are written as part files in `<output>.parts/`, each written to a
-  temporary name and renamed (every 256 rows or 10 s), and merged into the output file by a rename when the parts
+  temporary name and renamed (every 256 rows or 5 s), and merged into the output file by a rename when the parts
   hold half as many rows as the output (so the merges rewrite each row a few times in all). The output is readable
   at every moment and lags the parts by at most a third of its rows; the parts are the rest of the record.
 - Several processes (`accelerate launch`): each appends to its own part in `<output>.parts/` (`rank-<r>.csv`, ...);
@@ -31,7 +31,7 @@ from pathlib import Path
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 # Parquet part files: written every this many rows, or this many seconds after the first unwritten row.
 PART_ROWS = 256
-PART_SECONDS = 10.0
+PART_SECONDS = 5.0
 # Parquet parts are merged into the output once they hold this many rows and half as many as the output.
 MERGE_ROWS = 1024
 
