@@ -95,16 +95,18 @@ def run_tagging(
             if output.due():
                 output.close()
 
-    with _ProgressBar(len(todo), progress and processes.main, processes) as bar:
-        for result in tag_collection(collection, model, extractor, indices=todo, idle=idle, **pipeline):
-            for output, done in zip(outputs, recorded, strict=True):
-                if (result.key,) not in done:
-                    output.write(result, values(result) if values is not None and result.error is None else None)
-            if (failure := _count(summary, result)) is not None:
-                bar.write(failure)
-            bar.advance(result, summary, time.monotonic() - started)
-    for output in outputs:
-        output.close()
+    try:
+        with _ProgressBar(len(todo), progress and processes.main, processes) as bar:
+            for result in tag_collection(collection, model, extractor, indices=todo, idle=idle, **pipeline):
+                for output, done in zip(outputs, recorded, strict=True):
+                    if (result.key,) not in done:
+                        output.write(result, values(result) if values is not None and result.error is None else None)
+                if (failure := _count(summary, result)) is not None:
+                    bar.write(failure)
+                bar.advance(result, summary, time.monotonic() - started)
+    finally:  # interrupted too (Ctrl-C): what is buffered is written, so a restart does not tag it again
+        for output in outputs:
+            output.close()
     summary.elapsed_s = time.monotonic() - started
     processes.barrier()  # every process has closed its parts
     if processes.main:
@@ -176,7 +178,9 @@ class _ProgressBar:
         if elapsed - self.shown >= 0.5 or self.bar.n == self.bar.total:
             self.shown = elapsed
             hours = summary.audio_s / 3600
-            self.bar.set_postfix_str(f"{hours:.2f} h of audio, {hours / max(elapsed, 1e-9):.3f} h/s", refresh=False)
+            speed = summary.audio_s / max(elapsed, 1e-9)
+            self.bar.set_postfix_str(f"{hours:.3f} h of audio, {speed / 3600:.4f} h/s ({speed:.0f}x real time)",
+                                     refresh=False)  # fmt: skip
 
     def write(self, line: str) -> None:
         if self.bar is not None:
