@@ -2,8 +2,8 @@
 
 One rule serves the model at inference (`SPAForAudioClassification.forward`, and so the audio-classification
 pipeline), `spa-tag` and the exported tagger, so all give the same scores for the same clip. The two taggers stream
-files: `onnx_tagger.stream_windows` cuts the windows of `window_starts` as the samples arrive (it lives there because
-the exported tagger must stand alone; tests/test_windowing.py checks that both cut the same windows).
+files: `data.audio_files.stream_windows` cuts the windows of `window_starts` as the samples arrive (it lives there
+because the exported tagger must stand alone; tests/model/test_windowing.py checks that both cut the same windows).
 
 - Positions: a clip of N samples, window W, hop H has windows starting at 0, H, 2H, ... as long as they fit, and,
   when the last of them stops short of the end, one more that ends at the end (starts at N - W). Every window of

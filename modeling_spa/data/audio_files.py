@@ -110,7 +110,7 @@ class _ForwardSoundFile(soundfile.SoundFile):
     back different from a whole-file decode (up to 0.11 on a real MP3 at spa-tag's blocks, 0.45 with 1,000-frame
     blocks), with "dequantization failed" on stderr, the mark of a frame decoded without the data it borrows.
     Read forward only, blocks of any size join to exactly the whole-file decode, in every format
-    (tests/test_audio_files.py). `seek()` itself still works, for a crop that wants it (`seek_frame`).
+    (tests/data/test_audio_files.py). `seek()` itself still works, for a crop that wants it (`seek_frame`).
     """
 
     def seekable(self) -> bool:

@@ -29,7 +29,8 @@ import numpy as np
 
 try:  # in the package
     from ..data.audio_files import AudioFileError, batches, file_windows, too_short
-except ImportError:  # in an export folder, beside audio_files.py
+except ImportError:  # in an export folder, beside audio_files.py (also when run by path from elsewhere)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from audio_files import AudioFileError, batches, file_windows, too_short
 
 WINDOWS_PER_BATCH = 16

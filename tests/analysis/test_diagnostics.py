@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import spearmanr
-from test_objective import tiny_model
+from tiny_models import tiny_model
 
 from modeling_spa.analysis.diagnostics import (
     AUDIO_KEYS,

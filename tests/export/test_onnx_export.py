@@ -18,6 +18,7 @@ from modeling_spa import SPAConfig, SPAFeatureExtractor, SPAForAudioClassificati
 from modeling_spa.backbone_cnn14 import Cnn14Config
 from modeling_spa.backbone_passt import PaSSTConfig
 from modeling_spa.cli.export import main as export_main
+from modeling_spa.data import audio_files
 from modeling_spa.export import onnx as onnx_export
 from modeling_spa.export import onnx_tagger
 from modeling_spa.frontend import LogMelFrontend, frontend_preset
@@ -28,7 +29,7 @@ pytest.importorskip("onnxruntime", reason="the export extra (onnx, onnxruntime, 
 
 DOG, CAT, SPEECH = "/m/0bt9lr", "/m/01yrx", "/m/09x0r"
 # The real recordings (recipes/build_real_sounds.py's `sources` build); its test split is never trained on.
-REAL_SOURCES = Path(os.environ.get("SPA_REAL_SOUNDS", Path(__file__).parents[1] / "outputs/real_sounds/sources"))
+REAL_SOURCES = Path(os.environ.get("SPA_REAL_SOUNDS", Path(__file__).parents[2] / "outputs/real_sounds/sources"))
 # Torch, the package and transformers may not be imported by the standalone tagger: the blocker makes any such
 # import fail, then reports what got in (it must be nothing).
 BLOCKER = textwrap.dedent("""
@@ -85,7 +86,7 @@ def demo_export(tmp_path_factory):
 def test_the_export_folder(demo_export):
     _, out = demo_export
     assert sorted(p.name for p in out.iterdir()) == [
-        "export.json", "frontend.onnx", "labels.json", "model.onnx", "tag_onnx.py"
+        "audio_files.py", "export.json", "frontend.onnx", "labels.json", "model.onnx", "tag_onnx.py", "waveforms.py"
     ]  # fmt: skip
     info = json.loads((out / "export.json").read_text())
     assert info["inference"] == {"sampling_rate": 16000, "window": 16000, "hop": 16000, "aggregation": "mean",
@@ -95,6 +96,8 @@ def test_the_export_folder(demo_export):
     assert labels == {"names": ["Dog", "Cat", "Speech"], "mids": [DOG, CAT, SPEECH],
                       "paths": ["Animal > Dog", "Animal > Cat", "Human sounds > Speech"]}  # fmt: skip
     assert (out / "tag_onnx.py").read_text() == open(onnx_tagger.__file__).read()
+    # The package's own reader beside it, not a copy that could drift.
+    assert (out / "audio_files.py").read_text() == open(audio_files.__file__).read()
 
 
 def test_both_graphs_equal_torch_for_other_batch_sizes_and_masked_windows(demo_export):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train import CLASSES, REPO, load_recipe, run, train_command, wav_bytes, with_rows
+from training_runs import CLASSES, REPO, load_recipe, run, train_command, wav_bytes, with_rows
 
 from modeling_spa.data import PADDING_KEY
 from modeling_spa.data.splits import HELD_OUT, REST, SplitSpec, in_holdout, resolve_splits, select
@@ -242,7 +242,7 @@ def test_killed_streamed_run_resumes_to_the_same_weights(streamed_run, hub_like,
 def test_two_streaming_processes_end_by_themselves(hub_like, tmp_path):
     """Each process reads one of the two files; both take the same number of batches (the epoch length over both),
     so their collectives match and they finish; the evaluation splits are strided over the processes."""
-    from test_train import launch_command
+    from training_runs import launch_command
 
     command = streamed_command(hub_like, tmp_path / "ddp", "--num_epochs", "1")
     done = run([*launch_command(), "--no_python", *command], REPO, timeout=240)

@@ -254,7 +254,7 @@ def test_short_name_is_pinned_and_offline_error_names_the_file(tmp_path, monkeyp
     monkeypatch.setenv("SPA_CACHE", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     target = tmp_path / "checkpoints" / DEFAULT_FILE
-    with pytest.raises(FileNotFoundError, match=rf"{release.url}.*{target}"):
+    with pytest.raises(FileNotFoundError, match=rf"{target}.*downloads are off.*{release.url}"):
         load_backbone("passt", "passt-s-swa-ap476")
     target.parent.mkdir(parents=True)
     target.write_bytes(b"not the release")

@@ -48,7 +48,7 @@ def test_a_hub_dataset_keeps_its_id():
                       ("test", "omap"): 0.7}  # fmt: skip
     # The Hub copy's eval set misses clips: said next to the results, and only for that dataset. (The template of
     # this checkout: an editable install elsewhere would give that checkout's.)
-    template = Path(__file__).resolve().parent.parent / "hub_cards" / "model_card.md"
+    template = Path(__file__).resolve().parents[2] / "hub_cards" / "model_card.md"
     card = render_model_card(config(), "org/spa-tiny", RESULTS, dataset="agkphysics/AudioSet", template=template)
     table_and_note = card.split("## Results\n")[1].split("OmAP averages")[0]
     assert "| test | 0.4000 | 0.7000 |" in table_and_note and "17,142 of the 20,371 clips" in table_and_note
@@ -57,7 +57,7 @@ def test_a_hub_dataset_keeps_its_id():
 
 
 def test_the_card_prints_the_training_augmentation():
-    template = Path(__file__).resolve().parent.parent / "hub_cards" / "model_card.md"
+    template = Path(__file__).resolve().parents[2] / "hub_cards" / "model_card.md"
     settings = config()
     assert "| training augmentation | none " in render_model_card(settings, "org/spa-tiny", RESULTS, template=template)
     settings.augmentation = {"mixup_alpha": 0.3, "time_masks": 2, "time_mask_width": 192}
@@ -71,7 +71,7 @@ DIAGNOSTICS = {"text_cos_mean": 0.41, "text_cos_min": 0.01, "text_ontology_spear
 
 
 def test_the_card_shows_the_label_space_diagnostics_and_the_objective(tmp_path):
-    template = Path(__file__).resolve().parent.parent / "hub_cards" / "model_card.md"
+    template = Path(__file__).resolve().parents[2] / "hub_cards" / "model_card.md"
     results = {split: values | DIAGNOSTICS for split, values in RESULTS.items()}
     history = [{"epoch": 0, "train_spa_loss": 0.22, **{f"eval_{k}": v for k, v in DIAGNOSTICS.items()},
                 "eval_map": 0.5, "eval_omap": 0.75}]  # fmt: skip

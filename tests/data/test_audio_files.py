@@ -25,7 +25,7 @@ MODEL_RATE = 16000
 # (format, subtype) soundfile writes each kind of file with.
 FORMATS = {"mp3": ("MP3", None), "ogg": ("OGG", "VORBIS"), "opus": ("OGG", "OPUS"), "flac": ("FLAC", None),
            "wav": ("WAV", "PCM_16")}  # fmt: skip
-REAL_SOURCES = Path(os.environ.get("SPA_REAL_SOUNDS", Path(__file__).parents[1] / "outputs/real_sounds/sources"))
+REAL_SOURCES = Path(os.environ.get("SPA_REAL_SOUNDS", Path(__file__).parents[2] / "outputs/real_sounds/sources"))
 # The recordings the real-recording build decodes, unpacked from their Debian packages (recipes/build_real_sounds.py).
 REAL_PACKAGES = cache_dir() / "real_sounds" / "extracted"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from test_train import load_recipe
+from training_runs import load_recipe
 
 from modeling_spa.builds.debian import PackageError, Pin, extract_members, fetch_packages, read_pins
 from modeling_spa.builds.mixtures import POOLS, MixturePlanner, assign_pools, target_classes
@@ -21,7 +21,7 @@ from modeling_spa.builds.qt_rcc import RccError, read_rcc, write_rcc
 from modeling_spa.builds.shards import DATA_DIR, read_audio
 from modeling_spa.data import load_audioset
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MANIFEST = REPO / "recipes" / "real_sounds" / "manifest.tsv"
 PACKAGES = REPO / "recipes" / "real_sounds" / "packages.tsv"
 

@@ -12,7 +12,7 @@ from conftest import free_port
 from modeling_spa.metrics import compute_omap
 from modeling_spa.metrics.evaluate_module import OMAP_MODULE_ID, install_omap_metric, publish_omap_metric
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def case():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from test_train import CLASSES, load_recipe, with_rows
+from training_runs import CLASSES, load_recipe, with_rows
 
 from modeling_spa import SPAConfig, SPAForAudioClassification, compute_omap
 from modeling_spa.analysis.diagnostics import AUDIO_KEYS, LABEL_KEYS, label_space_diagnostics

@@ -25,7 +25,7 @@ from modeling_spa.backbones import backbone_spec
 from modeling_spa.data import load_audioset
 from modeling_spa.frontend import frontend_preset
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "recipes" / "configs"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 CLASSES = ["Siren", "Police car (siren)", "Civil defense siren", "White noise", "Pink noise", "Dial tone", "Tick"]

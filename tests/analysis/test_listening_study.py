@@ -12,7 +12,7 @@ import datasets
 import numpy as np
 import pytest
 import soundfile
-from test_train import load_recipe
+from training_runs import load_recipe
 
 from modeling_spa.analysis import listening
 from modeling_spa.files import write_json

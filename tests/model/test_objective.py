@@ -4,6 +4,7 @@ trainable parameter in the graph (DDP) and a compiled step whole; and the collap
 import pytest
 import torch
 from remote_code import run_without_package
+from tiny_models import tiny_model
 from torch._dynamo.utils import counters
 
 from modeling_spa import SPAConfig, SPAForAudioClassification
@@ -19,28 +20,6 @@ ALL_TERMS = {"spa_objective": "contrastive", "spa_temperature": 0.2, "spa_unifor
              "spa_geometry_weight": 2.0, "center_label_text": True}  # fmt: skip
 OPTIONS = [{}, {"freeze_text_projection": True}, {"center_label_text": True}, {"spa_objective": "contrastive"},
            {"spa_uniformity_weight": 0.5}, {"spa_geometry_weight": 1.0}, ALL_TERMS]  # fmt: skip
-
-
-def tiny_model(num_labels: int = 5, **options) -> SPAForAudioClassification:
-    config = SPAConfig(
-        backbone="demo_cnn",
-        audio_config={"hidden_sizes": [4, 8], "num_mel_bins": 64, "dropout": 0.0},
-        frontend=frontend_preset("tiny"),
-        label_mids=[f"/m/{i}" for i in range(num_labels)],
-        projection_dim=8,
-        text_hidden_size=6,
-        spa_alpha=0.3,
-        **options,
-    )
-    torch.manual_seed(0)
-    model = SPAForAudioClassification(config)
-    # Text embeddings with a common component, as a text encoder's have: the centre is far from 0.
-    text = torch.randn(num_labels, 6, generator=torch.Generator().manual_seed(0)) + torch.arange(6.0)
-    model.set_label_text(text)
-    hops = torch.randint(1, 6, (num_labels, num_labels), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        model.label_distances.copy_((hops + hops.T).fill_diagonal_(0))
-    return model
 
 
 def batch(seed: int = 0, size: int = 4):

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from conftest import free_port
 from recipe_loader import load_recipe
 from safetensors.torch import load_file
+from training_runs import CLASSES, REPO, launch_command, run, train_command, wav_bytes, with_rows
 from transformers import AutoModel
 
 from modeling_spa.analysis.diagnostics import AUDIO_KEYS, LABEL_KEYS
@@ -28,10 +28,8 @@ from modeling_spa.training.accelerator import default_mixed_precision
 from modeling_spa.training.guard import check_step
 from modeling_spa.training.optimization import prior_bias
 
-REPO = Path(__file__).resolve().parent.parent
 BAD_CLIPS = ["synth_bad_unreadable", "synth_bad_empty", "synth_bad_nan", "synth_bad_truncated",
              "synth_bad_one_sample_96k", "synth_bad_missing"]  # fmt: skip
-CLASSES = ["Siren", "Police car (siren)", "Civil defense siren", "White noise", "Pink noise", "Dial tone", "Tick"]
 # Everything of the training recipe on: balanced sampling (5 steps an epoch), augmentation, separate and layer-wise
 # decayed learning rates, the backbone frozen for the first 6 steps (past the first epoch), EMA, checkpointed blocks,
 # and every label-space term (contrastive L_SPA, centred label text, uniformity and geometry).
@@ -41,19 +39,6 @@ ALL_ON = ("--balanced_sampling", "--epoch_length", "20", "--mixup_alpha", "0.3",
           "--freeze_backbone_steps", "6", "--ema_decay", "0.9", "--gradient_checkpointing",
           "--spa_objective", "contrastive", "--spa_temperature", "0.2", "--center_label_text",
           "--spa_uniformity_weight", "0.1", "--spa_geometry_weight", "0.5")  # fmt: skip
-
-
-def wav_bytes(samples: np.ndarray, rate: int = 16000, subtype: str = "FLOAT") -> bytes:
-    buffer = io.BytesIO()
-    soundfile.write(buffer, samples, rate, format="WAV", subtype=subtype)
-    return buffer.getvalue()
-
-
-def with_rows(split: datasets.Dataset, rows: list[dict]) -> datasets.Dataset:
-    """`split` plus `rows`: built as a plain {bytes, path} struct, then cast (encoding Audio needs torchcodec)."""
-    struct = {"bytes": datasets.Value("binary"), "path": datasets.Value("string")}
-    extra = datasets.Dataset.from_list(rows, features=datasets.Features({**split.features, "audio": struct}))
-    return datasets.concatenate_datasets([split, extra.cast_column("audio", split.features["audio"])])
 
 
 @pytest.fixture(scope="module")
@@ -89,46 +74,6 @@ def dataset_dir(tmp_path_factory, ontology):
     data["test"].to_parquet(str(out / "data" / "test-00000-of-00001.parquet"))
     (out / "classes.json").write_text((root / "clean" / "classes.json").read_text())
     return out
-
-
-def train_command(dataset_dir: Path, output_dir: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        str(REPO / "recipes" / "train.py"),
-        "--backbone", "demo_cnn",
-        "--frontend", "tiny",
-        "--audio_config", '{"hidden_sizes": [4, 8], "num_mel_bins": 64, "dropout": 0.2}',
-        "--projection_dim", "16",
-        "--text_encoder", "sentence-transformers/all-MiniLM-L6-v2",
-        "--dataset", str(dataset_dir),
-        "--classes", str(dataset_dir / "classes.json"),
-        "--max_length_s", "1.0",
-        "--num_workers", "0",
-        "--output_dir", str(output_dir),
-        "--num_epochs", "3",
-        "--batch_size", "4",
-        "--eval_batch_size", "8",
-        "--checkpointing_steps", "2",
-        "--learning_rate", "0.003",
-        "--cpu",
-        *extra,
-    ]  # fmt: skip
-
-
-def run(command, cwd, timeout=300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run a command in its own process group; on timeout, kill the whole group (launcher and ranks) and fail.
-    `env`: variables to add to (or replace in) this process's environment."""
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"} | (env or {})
-    proc = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # no orphan rank survives a failed test
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"{' '.join(command[:6])} ... did not finish in {timeout} s; its output ends:\n{stderr[-3000:]}")
-    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
 @pytest.fixture(scope="module")
@@ -307,12 +252,6 @@ def test_unknown_label_is_an_error_naming_it(dataset_dir, tmp_path):
     done = run(train_command(folder, tmp_path / "out", "--test_split", "", "--num_epochs", "1"), REPO)
     assert done.returncode != 0
     assert "clip synth_odd_label" in done.stderr and "/m/09x0r" in done.stderr
-
-
-def launch_command() -> list[str]:
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--main_process_port", free_port()]  # fmt: skip
 
 
 # Two processes with the whole recipe on, the frozen backbone included (its gradients are computed and all-reduced,

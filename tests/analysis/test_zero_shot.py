@@ -10,7 +10,7 @@ import soundfile
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
-from test_train import load_recipe
+from training_runs import load_recipe
 
 from modeling_spa import SPAForAudioClassification
 from modeling_spa.analysis.zero_shot import chance_ap, load_scores, save_scores, text_results

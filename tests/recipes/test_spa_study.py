@@ -10,7 +10,7 @@ import pytest
 import yaml
 from recipe_loader import load_recipe
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 study = load_recipe("spa_study")

@@ -12,7 +12,7 @@ from pathlib import Path
 import datasets
 import matplotlib.image
 import pytest
-from test_train import REPO, load_recipe, run
+from training_runs import REPO, load_recipe, run
 
 from modeling_spa.analysis.reporting import CURVE_PANELS, plot_training_curves
 from modeling_spa.training.trackers import tracker_scalars

@@ -131,7 +131,7 @@ STAND_INS = {
     # ModelTesterMixin only checks that testers of models that cannot generate do not inherit it.
     "generation.test_utils": {"GenerationTesterMixin": type("GenerationTesterMixin", (), {})},
     # The base of ModelTesterMixin: its export tests (dynamo, ONNX, ExecuTorch, ...) are not in the sdist, so they
-    # are not run here; tests/test_modeling.py traces and exports SPA itself.
+    # are not run here; tests/model/test_modeling.py traces and exports SPA itself.
     "exporters.test_export": {"ExportTesterMixin": type("ExportTesterMixin", (), {})},
     # Read only by ConfigTester.check_config_arguments_init, which returns before reading it for composite configs
     # (SPAConfig has the backbone's `audio_config`).

@@ -24,7 +24,7 @@ from modeling_spa.frontend import LogMelFrontend, frontend_preset
 from modeling_spa.windowing import window_settings
 from tests.peer_utils import randomize_, torchaudio_kaldi
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 RATE = 16000
 FULL_SAMPLES = 400 + 1055 * 160  # exactly PSLA's 1056 frames

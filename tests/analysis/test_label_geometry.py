@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import spearmanr
-from test_train import load_recipe
+from training_runs import load_recipe
 
 from modeling_spa import SPAForAudioClassification
 from modeling_spa.analysis.label_geometry import (

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from test_train import load_recipe, run
+from training_runs import load_recipe, run
 
 from modeling_spa.builds.audioset import ClipIndex, Segment, SegmentsError, read_segments
 from modeling_spa.builds.shards import DATA_DIR, render_dataset_card
 from modeling_spa.data import decode_audio, load_audioset
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 HEADER = "# Segments csv created Sun Mar  5 10:54:31 2017\n# num_ytids=3\n"
 HEADER += "# YTID, start_seconds, end_seconds, positive_labels\n"
 # (ytid, start, frequency of its tone, file name or None (missing), format, rate, channels)
