@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 import soundfile
 import torch
+from conftest import REPO, free_port
 
 from modeling_spa import SPAConfig, SPAFeatureExtractor, SPAForAudioClassification
 from modeling_spa.cli.embed import main as embed_main
@@ -40,10 +41,6 @@ from modeling_spa.tagging.sources import FileCollection, collect_files, folder_f
 from modeling_spa.waveforms import mix_to_mono, resample
 from modeling_spa.windowing import window_starts
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import free_port  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 REAL_PACKAGES = cache_dir() / "real_sounds" / "extracted"
 REAL_SOURCES = Path(os.environ.get("SPA_REAL_SOUNDS", REPO / "outputs/real_sounds/sources"))
 LABELS = {0: "Dog", 1: "Cat", 2: "Speech"}
