@@ -47,7 +47,15 @@ def _replace_atomically(path: Path, write) -> None:
     """`write(file)` into a temporary file beside `path`, then a rename onto it: readers see the old or the new."""
     with tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
         write(f)
+    # A temporary file is private (0600); a table is for others to read, so it gets the mode open() would give.
+    os.chmod(f.name, 0o666 & ~_umask())
     os.replace(f.name, path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; set back at once
+    os.umask(mask)
+    return mask
 
 
 class Table:
