@@ -23,10 +23,11 @@ import io
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from ..files import replace_atomically
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 # Parquet part files: written every this many rows, or this many seconds after the first unwritten row.
@@ -41,21 +42,6 @@ def table_format(path: str | os.PathLike) -> str:
     if suffix not in FORMATS:
         raise ValueError(f"{path}: the output's extension says its format; use one of {', '.join(FORMATS)}")
     return FORMATS[suffix]
-
-
-def _replace_atomically(path: Path, write) -> None:
-    """`write(file)` into a temporary file beside `path`, then a rename onto it: readers see the old or the new."""
-    with tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
-        write(f)
-    # A temporary file is private (0600); a table is for others to read, so it gets the mode open() would give.
-    os.chmod(f.name, 0o666 & ~_umask())
-    os.replace(f.name, path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it; set back at once
-    os.umask(mask)
-    return mask
 
 
 class Table:
@@ -162,7 +148,7 @@ class _LineFormat:
             self.handle = None
 
     def write_rows(self, path: Path, rows: list) -> None:
-        _replace_atomically(path, lambda f: f.write(self.header() + self.encode(rows)))
+        replace_atomically(path, lambda f: f.write(self.header() + self.encode(rows)))
 
     def files(self) -> list[Path]:
         parts = sorted(self.table.parts.glob(f"rank-*{self.suffix}")) if self.table.parts.is_dir() else []
@@ -319,7 +305,7 @@ class _ParquetFormat:
         import pyarrow.parquet as pq
 
         data = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=self.schema)
-        _replace_atomically(path, lambda f: pq.write_table(data, f))
+        replace_atomically(path, lambda f: pq.write_table(data, f))
 
     def read(self, path: Path, columns: Sequence[str] | None = None):
         import pyarrow.parquet as pq

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from modeling_spa.files import write_json
 from modeling_spa.tagging.tables import Table
 
 COLUMNS = [("file", "string"), ("error", "string"), ("score_1", "float32")]
@@ -25,3 +26,15 @@ def test_a_table_gets_the_mode_of_the_users_files(tmp_path, suffix, umask):
     finally:
         os.umask(previous)
     assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~umask)
+
+
+def test_spa_embeds_files_json_too(tmp_path):
+    """`files.json` beside the embeddings is written by the package's one atomic JSON writer."""
+    previous = os.umask(0o022)
+    try:
+        write_json(tmp_path / "files.json", ["a.wav"])
+    finally:
+        os.umask(previous)
+    assert oct((tmp_path / "files.json").stat().st_mode & 0o777) == oct(0o644)
+    assert (tmp_path / "files.json").read_text() == '[\n  "a.wav"\n]\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["files.json"]  # no temporary file left
