@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -121,6 +122,9 @@ def collection_from(args, parser: argparse.ArgumentParser):
                                            args.id_column)  # fmt: skip
         except ValueError as err:
             parser.error(str(err))
+        except ConnectionError as err:  # neither a local build nor a Hub dataset reachable now (offline, unknown id)
+            where = "" if Path(args.dataset).exists() else "no such local folder or file, and "
+            parser.error(f"--dataset {args.dataset}: {where}{err}")
     if not args.inputs and not args.list:
         parser.error("nothing to tag: give files, folders, --list FILE or --dataset")
     return collect_files(args.inputs, args.list, args.include)

@@ -314,6 +314,17 @@ def test_include_patterns_and_a_list_file(model_dir, real_folder, tmp_path, caps
     assert code == 1 and "broken.mp3: not audio" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("dataset", ["agkphysics/AudioSet", "no/such-folder"])
+def test_a_dataset_that_cannot_be_reached_is_a_usage_error(model_dir, tmp_path, dataset, capsys, monkeypatch):
+    """Offline (HF_HUB_OFFLINE=1, as here), a Hub id or a missing folder is one line naming it, not a traceback."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        tag_main(["--dataset", dataset, "--split", "test", "--model", str(model_dir), "--output", "t.csv"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"spa-tag: error: --dataset {dataset}: " in err and "Traceback" not in err
+    assert not (tmp_path / "t.csv").exists()
+
+
 def test_printing_without_an_output_in_the_order_given(model_dir, real_folder, capsys):
     files = folder_files(real_folder, ["*.oga"])[:3]
     assert tag_main([*files, "--model", str(model_dir), "--json", "--top-k", "1"]) == 0
