@@ -450,3 +450,30 @@ def test_embeddings_per_file_and_window_equal_the_models(model_dir, model, real_
     np.testing.assert_array_equal(np.load(out / "window_start_s.npy"), per_window["start_s"].to_numpy())
     row_of = {key: i for i, key in enumerate(tagged["file"])}
     np.testing.assert_array_equal(np.load(out / "window_file.npy"), per_window["file"].map(row_of).to_numpy())
+
+
+def test_rows_tagged_before_a_ctrl_c_are_kept(model, real_folder, tmp_path, monkeypatch):
+    """Ctrl-C (KeyboardInterrupt) midway: the rows a Parquet table still buffered are written, so the run started
+    again tags only the others."""
+    from modeling_spa.tagging import runs
+    from modeling_spa.tagging.rows import model_layout
+
+    collection = collect_files([str(real_folder)])
+    extractor = SPAFeatureExtractor(sampling_rate=16000, max_length_s=1.0)
+    real_pipeline = runs.tag_collection
+
+    def interrupted(*args, **kwargs):  # the pipeline, stopped by Ctrl-C after three files
+        for count, result in enumerate(real_pipeline(*args, **kwargs)):
+            if count == 3:
+                raise KeyboardInterrupt
+            yield result
+
+    monkeypatch.setattr(runs, "tag_collection", interrupted)
+    output = runs.TableOutput(tmp_path / "t.parquet", model_layout(model.config), order=list(collection))
+    with pytest.raises(KeyboardInterrupt):
+        runs.run_tagging(collection, model, extractor, [output], progress=False, num_workers=1)
+    monkeypatch.setattr(runs, "tag_collection", real_pipeline)
+    output = runs.TableOutput(tmp_path / "t.parquet", model_layout(model.config), order=list(collection))
+    summary = runs.run_tagging(collection, model, extractor, [output], progress=False, num_workers=1)
+    assert summary.skipped == 3 and summary.tagged + summary.failed == len(collection) - 3
+    assert sorted(pd.read_parquet(tmp_path / "t.parquet")["file"]) == sorted(collection)
