@@ -19,7 +19,7 @@ import os
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -284,15 +284,20 @@ class WindowCutter:
 
 def stream_windows(
     blocks: Iterable[np.ndarray], rate: int, sampling_rate: int, window: int, hop: int, with_starts: bool = False
-) -> Iterator[np.ndarray] | Iterator[tuple[int, np.ndarray]]:
+) -> Generator[np.ndarray | tuple[int, np.ndarray], None, int]:
     """The windows of a clip that arrives in blocks of (frames, channels) float32 samples at `rate` (`WindowCutter`);
-    with `with_starts`, (start, window) pairs, start in samples at `sampling_rate`."""
+    with `with_starts`, (start, window) pairs, start in samples at `sampling_rate`.
+
+    The generator returns the clip's length at `sampling_rate` (`total = yield from stream_windows(...)`): without
+    `with_starts`, the windows' start times are `window_starts` of it, known only once the stream has ended.
+    """
     cutter = WindowCutter(rate, sampling_rate, window, hop)
     for block in blocks:
         for start, samples in cutter.push(block):
             yield (start, samples) if with_starts else samples
     for start, samples in cutter.finish():
         yield (start, samples) if with_starts else samples
+    return cutter.received
 
 
 def file_windows(
@@ -302,14 +307,14 @@ def file_windows(
     hop: int,
     block_frames: int | None = None,
     with_starts: bool = False,
-) -> Iterator[np.ndarray] | Iterator[tuple[int, np.ndarray]]:
-    """The windows of an audio file at `sampling_rate` (`stream_windows`; with `with_starts`, (start, window)
-    pairs), decoded forward in blocks of `block_frames` (default `BLOCK_FRAMES`). `AudioFileError` naming the file
-    when it cannot be used."""
+) -> Generator[np.ndarray | tuple[int, np.ndarray], None, int]:
+    """The windows of an audio file at `sampling_rate` (`stream_windows`, whose length it returns; with
+    `with_starts`, (start, window) pairs), decoded forward in blocks of `block_frames` (default `BLOCK_FRAMES`).
+    `AudioFileError` naming the file when it cannot be used."""
     with open_audio(path) as sound:
         blocks = read_blocks(sound, str(path), block_frames)
         try:
-            yield from stream_windows(blocks, sound.samplerate, sampling_rate, window, hop, with_starts)
+            return (yield from stream_windows(blocks, sound.samplerate, sampling_rate, window, hop, with_starts))
         except ModuleNotFoundError as err:  # soxr, needed only for a file at another rate
             reason = f"at {sound.samplerate} Hz where the model takes {sampling_rate} Hz: install soxr to resample it"
             raise AudioFileError(str(path), reason) from err

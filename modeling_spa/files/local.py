@@ -36,10 +36,20 @@ def write_json(path: str | os.PathLike, value, indent: int | None = 2, sort_keys
     killed while writing leaves the previous version."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".part", encoding="utf-8") as tmp:
-        json.dump(value, tmp, indent=indent, sort_keys=sort_keys)
-        tmp.write("\n")
-    os.replace(tmp.name, path)
+    text = json.dumps(value, indent=indent, sort_keys=sort_keys) + "\n"
+    return replace_atomically(path, lambda tmp: tmp.write(text.encode("utf-8")))
+
+
+def replace_atomically(path: str | os.PathLike, write) -> Path:
+    """`write(binary file)` into a temporary file beside `path`, then a rename onto it: readers see the old file or
+    the new one, never half of it. The file gets the mode open() would give (a temporary file is private, 0600)."""
+    path = Path(path)
+    with tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f".{path.name}.", suffix=".part", delete=False) as f:
+        write(f)
+    mask = os.umask(0)  # the only way to read the umask is to set it; set back at once
+    os.umask(mask)
+    os.chmod(f.name, 0o666 & ~mask)
+    os.replace(f.name, path)
     return path
 
 

@@ -17,8 +17,9 @@ from ..data import BadAudioError
 from ..data.audio_files import batches, too_short
 from ..windowing import WINDOWS_PER_BATCH, window_settings
 from .events import Event, EventRules, EventTracker, sort_events
-from .files import file_windows, run_windows
+from .files import file_windows
 from .hierarchy import LabelHierarchy
+from .scoring import forward_windows
 from .thresholds import resolve_thresholds
 
 
@@ -34,7 +35,7 @@ class WindowScores:
 def window_probabilities(model, extractor, windows: list[np.ndarray]) -> np.ndarray:
     """(windows, classes) sigmoid scores of a batch of windows at the extractor's rate (the model's own, unwindowed:
     each window is at most the model's window long)."""
-    return run_windows(model, extractor, windows).logits.float().sigmoid().cpu().numpy()
+    return forward_windows(model, extractor, windows).logits.sigmoid().numpy()
 
 
 def file_window_scores(
