@@ -33,9 +33,10 @@ import soxr
 import torch
 from torch.utils.data import DataLoader
 
-from modeling_spa import demo_sounds
+from modeling_spa.builds import synthetic as demo_sounds
 from modeling_spa.builds.shards import ClipTask, encode_clip
-from modeling_spa.data import AudioSetCollator, RandomCrop, decode_audio, default_num_workers, mix_to_mono
+from modeling_spa.data import AudioSetCollator, RandomCrop, decode_audio, default_num_workers
+from modeling_spa.waveforms import mix_to_mono
 
 RATE = 32000
 SOURCE_RATE = 48000
@@ -95,8 +96,8 @@ def streamed_throughput(rows: list[dict], folder: Path, workers: int, batch_size
     import pyarrow.parquet as pq
 
     from modeling_spa.builds.shards import ROW_GROUP_SIZE, audioset_features
-    from modeling_spa.splits import SplitSpec
-    from modeling_spa.streaming import Rows, StreamBatchSampler, StreamReader, open_part, training_stream
+    from modeling_spa.data.splits import SplitSpec
+    from modeling_spa.data.streaming import Rows, StreamBatchSampler, StreamReader, open_part, training_stream
 
     path = folder / "data" / "train-00000-of-00001.parquet"
     if not path.exists():

@@ -40,7 +40,9 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from modeling_spa import SPAConfig, SPAForAudioClassification, onnx_export, onnx_tagger  # noqa: E402
+from modeling_spa import SPAConfig, SPAForAudioClassification  # noqa: E402
+from modeling_spa.export import onnx as onnx_export  # noqa: E402
+from modeling_spa.export import onnx_tagger  # noqa: E402
 
 
 def random_backbone_(model: SPAForAudioClassification, seed: int = 0) -> SPAForAudioClassification:

@@ -31,6 +31,12 @@ MOVED = {
     "modeling_spa.segments": "modeling_spa.builds.audioset",
     "modeling_spa.averaging": "modeling_spa.training.averaging",
     "modeling_spa.optimization": "modeling_spa.training.optimization",
+    "modeling_spa.splits": "modeling_spa.data.splits",
+    "modeling_spa.streaming": "modeling_spa.data.streaming",
+    "modeling_spa.sampling": "modeling_spa.data.sampling",
+    "modeling_spa.loaders": "modeling_spa.data.loaders",
+    "modeling_spa.onnx_export": "modeling_spa.export.onnx",
+    "modeling_spa.onnx_tagger": "modeling_spa.export.onnx_tagger",
 }
 
 

@@ -8,16 +8,13 @@ batched on their own device (`modeling_spa.frontend`). This extractor therefore 
 from __future__ import annotations
 
 import numpy as np
-import soxr
 from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import PaddingStrategy, TensorType, is_torch_tensor, logging
 
-logger = logging.get_logger(__name__)
+from .waveforms import mix_to_mono, resample
 
-# soxr quality of every resampling path (extractor, training data, builds, streamed files): with one setting, a stream
-# resampled block by block equals the one-shot result exactly (soxr 1.1).
-RESAMPLE_QUALITY = "HQ"
+logger = logging.get_logger(__name__)
 
 # A 2-D list element is one multi-channel clip, (channels, samples) or (samples, channels): its smaller axis is the
 # channel axis and must have at most this many entries.
@@ -61,33 +58,6 @@ def _split_clips(raw_speech) -> list[np.ndarray]:
         f"raw_speech must be a clip (samples,), a batch (batch, samples) or a list of clips; got an array of shape "
         f"{array.shape}. Pass multi-channel clips as a list of (channels, samples) arrays."
     )
-
-
-def mix_to_mono(samples: np.ndarray, channel_axis: int = 1) -> np.ndarray:
-    """The channels' mean as float32 mono: the library's one mix-down (extractor, data, builds, streamed files).
-
-    `samples` is (frames, channels) with `channel_axis=1` (soundfile's layout) or (channels, frames) with 0; a 1-D
-    array is mono already, and one channel comes back as a view. Channels are summed one by one and scaled, not
-    `mean`ed: numpy's mean over a short inner axis is a slow reduction (5 ms for 10 s of 48 kHz stereo, as long as
-    decoding it), and for two channels the two are equal exactly.
-    """
-    if samples.ndim == 1:
-        return samples.astype(np.float32, copy=False)
-    channels = np.moveaxis(samples, channel_axis, 0)
-    if len(channels) == 1:
-        return channels[0].astype(np.float32, copy=False)
-    mono = channels[0] + channels[1]
-    for channel in channels[2:]:
-        mono += channel
-    mono *= mono.dtype.type(1.0 / len(channels))
-    return mono.astype(np.float32, copy=False)
-
-
-def resample(mono: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
-    """float32 `mono` at `target_rate` (soxr at `RESAMPLE_QUALITY`, so every path gives the same samples)."""
-    if rate == target_rate:
-        return mono.astype(np.float32, copy=False)
-    return soxr.resample(mono, rate, target_rate, quality=RESAMPLE_QUALITY).astype(np.float32, copy=False)
 
 
 def _to_mono_float(clip: np.ndarray, index: int) -> np.ndarray:

@@ -1,7 +1,9 @@
-"""Clips longer than the model's window: window positions, score aggregation, windows of a streamed file.
+"""Clips longer than the model's window: window positions and score aggregation.
 
 One rule serves the model at inference (`SPAForAudioClassification.forward`, and so the audio-classification
-pipeline) and `spa-tag` (which streams files), so both give the same scores for the same clip.
+pipeline), `spa-tag` and the exported tagger, so all give the same scores for the same clip. The two taggers stream
+files: `data.audio_files.stream_windows` cuts the windows of `window_starts` as the samples arrive (it lives there
+because the exported tagger must stand alone; tests/model/test_windowing.py checks that both cut the same windows).
 
 - Positions: a clip of N samples, window W, hop H has windows starting at 0, H, 2H, ... as long as they fit, and,
   when the last of them stops short of the end, one more that ends at the end (starts at N - W). Every window of
@@ -20,14 +22,10 @@ This module imports neither soundfile nor the data code: it travels with the mod
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-import soxr
 import torch
-
-from .feature_extraction_spa import RESAMPLE_QUALITY
 
 AGGREGATIONS = ("mean", "max")
 DEFAULT_WINDOW_S = 10.0
@@ -222,44 +220,6 @@ def probabilities_in_windows(
                       (aggregate,))[0]  # fmt: skip
 
 
-def stream_windows(
-    blocks: Iterable[np.ndarray], rate: int, sampling_rate: int, window: int, hop: int
-) -> Iterator[np.ndarray]:
-    """The windows of a clip that arrives in blocks of (frames, channels) float32 samples at `rate`.
-
-    Each block is mixed to mono and resampled to `sampling_rate` by a soxr stream; the windows are those of
-    `window_starts` over the whole clip (float32, `window` samples, or the whole clip when it is no longer), equal
-    to what mixing and resampling the whole clip at once (`soxr.resample`, quality `RESAMPLE_QUALITY`) and slicing
-    would give. Only the samples later windows need are kept: memory stays at about one window plus one block.
-    """
-    resampler = None
-    if rate != sampling_rate:
-        resampler = soxr.ResampleStream(rate, sampling_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
-    buffer = np.zeros(0, dtype=np.float32)
-    offset = start = covered = 0  # clip positions of buffer[0], of the next regular window, of the covered end
-    for piece in _mono_pieces(blocks, resampler):
-        buffer = np.concatenate([buffer, piece])
-        end = offset + len(buffer)
-        while start + window <= end:
-            yield buffer[start - offset : start - offset + window].copy()
-            covered, start = start + window, start + hop
-        # Keep what the next regular window needs, and the last `window` samples for an end-aligned one.
-        drop = max(min(start, end - window) - offset, 0)
-        buffer, offset = buffer[drop:], offset + drop
-    if covered == 0 and len(buffer):
-        yield buffer.copy()
-    elif covered and covered < offset + len(buffer):
-        yield buffer[len(buffer) - window :].copy()
-
-
-def _mono_pieces(blocks: Iterable[np.ndarray], resampler: soxr.ResampleStream | None) -> Iterator[np.ndarray]:
-    for block in blocks:
-        mono = np.ascontiguousarray(block.mean(axis=1), dtype=np.float32)
-        yield mono if resampler is None else resampler.resample_chunk(mono)
-    if resampler is not None:
-        yield resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-
-
 __all__ = [
     "AGGREGATIONS",
     "WindowSettings",
@@ -269,7 +229,6 @@ __all__ = [
     "frontend_span",
     "in_windows",
     "probabilities_in_windows",
-    "stream_windows",
     "window_settings",
     "window_starts",
 ]

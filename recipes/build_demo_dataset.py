@@ -34,7 +34,7 @@ import datasets
 import numpy as np
 import soundfile as sf
 
-from modeling_spa import demo_sounds
+from modeling_spa.builds import synthetic as demo_sounds
 from modeling_spa.taxonomy import AudioSetOntology
 
 SPLITS = ("train", "validation", "test")

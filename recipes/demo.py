@@ -249,7 +249,7 @@ def load_tagger(model_dir: Path):
 
 def top_k_hits(model_dirs: dict[str, Path], rows, ks: tuple[int, ...] = (1, 3)) -> str:
     """Per model, over every recording with a trained class: how often a true label is among the top k."""
-    from modeling_spa.cli.tag import file_scores
+    from modeling_spa.tagging import file_scores
 
     lines = []
     for name, model_dir in model_dirs.items():
@@ -273,7 +273,7 @@ def tag_recordings(model_dir: Path, baseline_dir: Path, split_files: str, count:
     """Tag whole test recordings as spa-tag does (the model's windows and aggregation), true labels beside the top 5."""
     import datasets
 
-    from modeling_spa.cli.tag import file_scores
+    from modeling_spa.tagging import file_scores
 
     model, extractor = load_tagger(model_dir)
     names = dict(zip(model.config.label_mids, model.config.label_names, strict=True))

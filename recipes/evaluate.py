@@ -34,11 +34,11 @@ from accelerate import Accelerator
 
 from modeling_spa import SPAForAudioClassification
 from modeling_spa.data import AudioSetCollator, load_audioset
+from modeling_spa.data.loaders import evaluation_loader, loader_options
+from modeling_spa.data.splits import HELD_OUT, VALIDATION, SplitSpec, select, split_names
+from modeling_spa.data.streaming import open_part, part_size
 from modeling_spa.evaluation import check_audioset_head, score_split, split_metrics
 from modeling_spa.hub.cards import HUB_AUDIOSET_NOTE, dataset_id, results_note
-from modeling_spa.loaders import evaluation_loader, loader_options
-from modeling_spa.splits import HELD_OUT, VALIDATION, SplitSpec, select, split_names
-from modeling_spa.streaming import open_part, part_size
 from modeling_spa.windowing import AGGREGATIONS, window_settings
 
 

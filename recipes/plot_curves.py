@@ -1,5 +1,5 @@
 """Training curves of one or more runs of recipes/train.py, from their `history.json`: the losses, validation mAP
-and OmAP, and the SPA diagnostics per epoch (`modeling_spa.reporting.plot_training_curves`).
+and OmAP, and the SPA diagnostics per epoch (`modeling_spa.analysis.reporting.plot_training_curves`).
 
     python recipes/plot_curves.py RUN_DIR [RUN_DIR ...] [--names NAME ...] [--output curves.png] [--title TEXT]
 

@@ -124,7 +124,7 @@ def load_train_module():
 
 def report_split(data_args) -> str:
     """The split the tables report: the test split ("test" by default), or, with `--test_split ''`, the evaluation
-    split (by default "validation", a hold-out of train where the dataset has none: modeling_spa.splits)."""
+    split (by default "validation", a hold-out of train where the dataset has none: modeling_spa.data.splits)."""
     if data_args.test_split is None:
         return "test"
     return data_args.test_split or data_args.eval_split or "validation"

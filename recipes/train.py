@@ -26,12 +26,12 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 from modeling_spa.augmentation import AugmentationConfig
-from modeling_spa.evaluation import evaluate
-from modeling_spa.hub.publish import HubPushError, push_to_hub
-from modeling_spa.loaders import loader_options
-from modeling_spa.sampling import (
+from modeling_spa.data.loaders import loader_options
+from modeling_spa.data.sampling import (
     unknown_label_counts,
 )
+from modeling_spa.evaluation import evaluate
+from modeling_spa.hub.publish import HubPushError, push_to_hub
 from modeling_spa.training.accelerator import make_accelerator, shut_down
 from modeling_spa.training.averaging import ExponentialMovingAverage
 from modeling_spa.training.checkpointing import resolve_resume, save_checkpoint

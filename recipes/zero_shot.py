@@ -15,7 +15,7 @@
    never heard in training): E_a of every clip, and the cosine with p_t(T(text)) (`embed_texts`, as `score_texts`)
    of two texts per class, seen or held out: its ontology path ("Animal > Domestic animals > Cat", the form the
    `concat` labels were trained on) and its name ("Cat", as a user would type it). Saved per run in
-   RUN/zero_shot_<split>/ (`modeling_spa.zero_shot.save_scores`), so every AP can be recomputed.
+   RUN/zero_shot_<split>/ (`modeling_spa.analysis.zero_shot.save_scores`), so every AP can be recomputed.
 4. Results: per held-out class, the AP of each text's cosines against the class's labels, per variant (mean ± sample
    std over seeds), and chance (the expected AP of a random ranking, `zero_shot.chance_ap`: above the positive rate
    for few positives); for context, the mean AP of the seen classes' texts.

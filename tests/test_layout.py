@@ -36,6 +36,7 @@ CLOSURE = {
     "label_text.py",
     "losses.py",
     "modeling_spa.py",
+    "waveforms.py",
     "windowing.py",
 }
 FORBIDDEN = ("pickle", "urllib", "zipfile", "tarfile", "http", "requests", "subprocess", "soundfile", "huggingface_hub")
@@ -84,7 +85,9 @@ def room_of(module: str) -> str:
         return "package"
     if (PACKAGE / parts[1]).is_dir():
         return parts[1]
-    return "model"
+    if (PACKAGE / f"{parts[1]}.py").is_file():
+        return "model"
+    return "package"  # a name imported from the package itself (`from .. import SPAForAudioClassification`)
 
 
 def package_imports(path: Path) -> set[str]:

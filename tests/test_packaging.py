@@ -51,11 +51,14 @@ def fresh(wheel, tmp_path_factory):
     return python, env, work
 
 
-def test_the_wheel_ships_the_templates_and_the_metric(wheel):
+def test_the_wheel_ships_every_room_the_templates_and_the_metric(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for name in ("modeling_spa/card_templates/model_card.md", "modeling_spa/omap_metric/omap.py",
-                 "modeling_spa/omap_metric/omap_core.py", "modeling_spa/omap_metric/README.md"):  # fmt: skip
+    project = ("hub_cards/model_card.md", "omap/omap.py", "omap/omap_core.py", "omap/ontology_distances.py",
+               "omap/README.md")  # fmt: skip
+    for name in [f"modeling_spa/_project/{name}" for name in project]:
         assert name in names, name
+    rooms = {p.name for p in (REPO / "modeling_spa").iterdir() if (p / "__init__.py").is_file()}
+    assert rooms and all(f"modeling_spa/{room}/__init__.py" in names for room in rooms)
 
 
 def test_the_package_imported_is_the_wheel(fresh):
@@ -67,12 +70,25 @@ def test_the_package_imported_is_the_wheel(fresh):
 def test_metric_install_and_offline_load(fresh):
     python, env, work = fresh
     run([python.with_name("spa-install-metric")], work, env)
+    for name in ("spa-audio-tagging/omap", "omap"):  # the bare name: a local alias in evaluate's cache
+        code = (
+            f"import evaluate; m = evaluate.load({name!r}); "
+            "print(m.compute(predictions=[[0.9, 0.1], [0.2, 0.8]], references=[[1, 0], [0, 1]], "
+            "distances=[[0, 1], [1, 0]])['map'])"
+        )
+        assert run([python, "-c", code], work, env).stdout.strip().endswith("1.0")
+
+
+def test_the_wheel_reads_its_project_folders_inside_the_package(fresh):
+    """In a wheel the card templates and the OmAP home travel inside the package; the package finds them there."""
+    python, env, work = fresh
     code = (
-        "import evaluate; m = evaluate.load('spa-audio-tagging/omap'); "
-        "print(m.compute(predictions=[[0.9, 0.1], [0.2, 0.8]], references=[[1, 0], [0, 1]], "
-        "distances=[[0, 1], [1, 0]])['map'])"
+        "from modeling_spa.files import project_folder; from modeling_spa.metrics import average_precision; "
+        "print(project_folder('hub_cards'), project_folder('metrics/omap'), "
+        "average_precision([[1], [0]], [[0.9], [0.1]]))"
     )
-    assert run([python, "-c", code], work, env).stdout.strip().endswith("1.0")
+    folders = run([python, "-c", code], work, env).stdout.split()
+    assert all(str(python.parent.parent) in folder for folder in folders[:2]) and folders[2] == "[1.]"
 
 
 def test_training_writes_its_model_card(fresh, tmp_path, ontology):

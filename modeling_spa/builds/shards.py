@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from ..data.audio_files import AudioFileError, open_audio, read_all
 from ..feature_extraction_spa import mix_to_mono, resample
 from ..files import sha256_of_bytes, sha256_of_file, write_json
 
@@ -150,11 +151,16 @@ def riff_ogg_payload(data: bytes) -> bytes | None:
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """(frames, channels) float32 samples and rate of any file soundfile reads, sniffed by content (not by name)."""
+    """(frames, channels) float32 samples and rate of any file soundfile reads, sniffed by content (not by name).
+
+    Read as spa-tag reads files (`onnx_tagger.open_audio`, `read_all`): an `AudioFileError` naming the file, the
+    decoder's own output kept off the terminal.
+    """
     with open(path, "rb") as handle:
         data = handle.read()
     payload = riff_ogg_payload(data)
-    return soundfile.read(io.BytesIO(payload or data), dtype="float32", always_2d=True)
+    with open_audio(io.BytesIO(payload or data), str(path)) as sound:
+        return read_all(sound, str(path)), sound.samplerate
 
 
 def encode_clip(task: ClipTask, rate: int, min_seconds: float = 0.0) -> dict | Skip:
@@ -166,8 +172,10 @@ def encode_clip(task: ClipTask, rate: int, min_seconds: float = 0.0) -> dict | S
         return Skip(task.video_id, "missing", task.reason)
     try:
         samples, file_rate = read_audio(task.file)
-    except (soundfile.LibsndfileError, RuntimeError, OSError, TypeError, EOFError) as err:
-        return Skip(task.video_id, "unreadable", str(getattr(err, "error_string", err)), task.file)
+    except AudioFileError as err:
+        return Skip(task.video_id, "unreadable", err.reason, task.file)
+    except OSError as err:  # the file itself could not be read
+        return Skip(task.video_id, "unreadable", str(err), task.file)
     if samples.size == 0:
         return Skip(task.video_id, "unreadable", "empty audio", task.file)
     if not np.isfinite(samples).all():

@@ -33,8 +33,9 @@ def convert(
     **config_kwargs,
 ) -> Path:
     """Build the SPA model on the converted `source` and save it (model, extractor, card) into `output`."""
-    from .. import SPAFeatureExtractor, SPAForAudioClassification
+    from ..feature_extraction_spa import SPAFeatureExtractor
     from ..hub.cards import render_model_card
+    from ..modeling_spa import SPAForAudioClassification
     from ..windowing import window_settings
 
     model = SPAForAudioClassification.from_backbone(

@@ -1,8 +1,10 @@
 """`spa-tag FILE... --model DIR_OR_HUB_ID [--labels TEXT...]`: tag audio files with an SPA checkpoint.
 
-Files are decoded with soundfile (wav, flac, ogg, mp3, ...) block by block, mixed to mono and resampled to the
-model's rate as a stream, and scored window by window with the windows and aggregation the model itself uses at
-inference (`modeling_spa.windowing`), so memory stays bounded by a few windows whatever the file's length.
+Files are decoded with soundfile (wav, flac, ogg, mp3, ...) block by block, forward (exactly the samples of a
+whole-file decode), mixed to mono and resampled to the model's rate as a stream, and scored window by window with
+the windows and aggregation the model itself uses at inference (`modeling_spa.windowing`), so memory stays bounded
+by a few windows whatever the file's length (`modeling_spa.tagging.files`; the reading and streaming are the
+package's one reader, `modeling_spa.data.audio_files`, which the exported tagger uses too).
 
 `--labels "dog barking" "church bells"` scores free label texts instead of the model's classes (zero-shot): the
 cosine of the file's audio embedding E_a (the windows' mean weighted by their real samples, as the model takes it)
@@ -15,133 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
 
 import numpy as np
-import soundfile
 import torch
 
 from ..data import BadAudioError
-from ..losses import label_similarity
-from ..windowing import (
-    AGGREGATIONS,
-    WINDOWS_PER_BATCH,
-    aggregate_embeds,
-    aggregate_logits,
-    stream_windows,
-    window_settings,
-)
-
-# Frames decoded at a time: about 5.5 s at 48 kHz, 1 MiB of float32 per channel.
-BLOCK_FRAMES = 1 << 18
-
-
-def file_windows(path: str, sampling_rate: int, window: int, hop: int) -> Iterator[np.ndarray]:
-    """The windows of an audio file at `sampling_rate` (see `windowing.stream_windows`), decoded in blocks.
-
-    Raises `BadAudioError` naming the file when it cannot be read or holds NaN or infinite samples.
-    """
-    try:
-        sound = soundfile.SoundFile(path)
-    except (soundfile.LibsndfileError, RuntimeError, OSError, TypeError) as err:
-        raise BadAudioError(path, f"unreadable audio ({getattr(err, 'error_string', err)})") from err
-    with sound:
-        yield from stream_windows(_checked_blocks(sound, path), sound.samplerate, sampling_rate, window, hop)
-
-
-def _checked_blocks(sound: soundfile.SoundFile, path: str) -> Iterator[np.ndarray]:
-    while True:
-        try:
-            block = sound.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
-        except (soundfile.LibsndfileError, RuntimeError) as err:
-            raise BadAudioError(path, f"unreadable audio ({getattr(err, 'error_string', err)})") from err
-        if len(block) == 0:
-            return
-        if not np.isfinite(block).all():
-            raise BadAudioError(path, "audio contains NaN or inf")
-        yield block
-
-
-def _batches(windows: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
-    batch = []
-    for window in windows:
-        batch.append(window)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def too_short(samples: int, rate: int, min_samples: int) -> str:
-    return f"too short: {samples} sample(s) at {rate} Hz, one analysis window of the model needs {min_samples}"
-
-
-def file_outputs(
-    path: str,
-    model,
-    extractor,
-    hop_s: float | None = None,
-    aggregation: str | None = None,
-    windows_per_batch: int = WINDOWS_PER_BATCH,
-) -> tuple[np.ndarray, torch.Tensor]:
-    """Sigmoid scores (num_labels,) and audio embedding E_a (projection_dim,) of one file: its windows scored in
-    batches and aggregated as the model does (scores by the aggregation, E_a by the mean weighted by real samples).
-
-    The window length comes from the model's config; `hop_s` and `aggregation` override the config's. A file
-    shorter than one analysis window of the model's front-end is a `BadAudioError`.
-    """
-    settings = window_settings(model.config, hop_s, aggregation)
-    rate = extractor.sampling_rate
-    min_samples = model.spa.frontend.min_samples
-    logits, embeds, weights = [], [], []
-    for batch in _batches(file_windows(path, rate, settings.length, settings.hop), windows_per_batch):
-        if len(batch[0]) < min_samples:  # only a whole file can be shorter than the window
-            raise BadAudioError(path, too_short(len(batch[0]), rate, min_samples))
-        # The extractor's defaults, as in the pipeline: a file shorter than the window is padded the same way.
-        inputs = extractor(batch, sampling_rate=rate, return_tensors="pt")
-        with torch.inference_mode():
-            output = model(**inputs.to(model.device))
-        logits.append(output.logits.float().cpu())
-        embeds.append(output.audio_embeds.float().cpu())
-        weights += [len(window) for window in batch]
-    if not logits:  # an empty file, or one that resamples to nothing (1 sample at 96 kHz)
-        raise BadAudioError(path, too_short(0, rate, min_samples))
-    scores = aggregate_logits(torch.cat(logits), weights, settings.aggregation).sigmoid().numpy()
-    return scores, aggregate_embeds(torch.cat(embeds), weights)
-
-
-def file_scores(
-    path: str,
-    model,
-    extractor,
-    hop_s: float | None = None,
-    aggregation: str | None = None,
-    windows_per_batch: int = WINDOWS_PER_BATCH,
-) -> np.ndarray:
-    """The sigmoid scores (num_labels,) of `file_outputs`."""
-    return file_outputs(path, model, extractor, hop_s, aggregation, windows_per_batch)[0]
-
-
-def text_cosines(path: str, model, extractor, text_embeds: torch.Tensor, hop_s: float | None = None) -> np.ndarray:
-    """Cosine of one file's E_a (`file_outputs`: the windows' mean, as `score_texts` takes it from the model) with
-    each text's E_t (`model.embed_texts`), (texts,). Not probabilities."""
-    audio_embeds = file_outputs(path, model, extractor, hop_s)[1]
-    return label_similarity(audio_embeds[None], text_embeds.float().cpu())[0].numpy()
-
-
-def tag_file(
-    path: str, model, extractor, top_k: int, hop_s: float | None = None, aggregation: str | None = None
-) -> list[dict]:
-    """The `top_k` labels of one file: label, mid, sigmoid score and ontology path, best first."""
-    scores = file_scores(path, model, extractor, hop_s, aggregation)
-    config = model.config
-    paths = config.label_paths or [""] * config.num_labels
-    mids = config.label_mids or [""] * config.num_labels
-    return [
-        {"label": config.id2label[int(i)], "mid": mids[i], "score": float(scores[i]), "path": paths[i]}
-        for i in np.argsort(-scores)[:top_k]
-    ]
+from ..tagging.files import tag_file, text_cosines
+from ..windowing import AGGREGATIONS, window_settings
 
 
 def main(argv: list[str] | None = None) -> int:

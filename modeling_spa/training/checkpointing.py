@@ -12,7 +12,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
-from ..streaming import StreamBatchSampler
+from ..data.streaming import StreamBatchSampler
 
 
 def stream_record(data_args, args, accelerator: Accelerator, plan: dict, epoch_length: int) -> dict:

@@ -7,11 +7,10 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from ..data import AudioSetCollator, load_audioset
-from ..hub.cards import dataset_id
-from ..loaders import evaluation_loader, on_device, own_generator
-from ..sampling import BalancedSampler, balanced_weights, class_counts, expected_class_frequency, label_indices
-from ..splits import SplitSpec, resolve_splits, select, split_names
-from ..streaming import (
+from ..data.loaders import evaluation_loader, on_device, own_generator
+from ..data.sampling import BalancedSampler, balanced_weights, class_counts, expected_class_frequency, label_indices
+from ..data.splits import SplitSpec, resolve_splits, select, split_names
+from ..data.streaming import (
     Rows,
     StreamBatchSampler,
     StreamPosition,
@@ -22,12 +21,13 @@ from ..streaming import (
     part_size,
     training_stream,
 )
+from ..hub.cards import dataset_id
 from .checkpointing import resumed_stream, stream_record
 from .optimization import set_prior_bias
 
 
 def data_plan(data_args) -> dict[str, SplitSpec | None]:
-    """The train, validation and test parts of the dataset (`modeling_spa.splits`: the default rule)."""
+    """The train, validation and test parts of the dataset (`modeling_spa.data.splits`: the default rule)."""
     available = split_names(data_args.dataset, data_args.dataset_config)
     return resolve_splits(available, data_args.train_split, data_args.eval_split, data_args.test_split,
                           data_args.validation_fraction, data_args.validation_seed, data_args.dataset)  # fmt: skip
@@ -135,8 +135,8 @@ def map_loaders(model, data_args, args, plan: dict, options: dict, new_classifie
 def stream_loaders(
     accelerator, model, data_args, args, plan: dict, options: dict, resumed: dict | None, new_classifier
 ):
-    """The loaders of streamed splits (`modeling_spa.streaming`), each process reading its own share, prepared for the
-    device only (Accelerate must not shard them again); and the stream's sampler and record, for checkpoints."""
+    """The loaders of streamed splits (`modeling_spa.data.streaming`), each process reading its own share, prepared for
+    the device only (Accelerate must not shard them again); and the stream's sampler and record, for checkpoints."""
     source, config = data_args.dataset, data_args.dataset_config
     epoch_length = data_args.epoch_length
     if new_classifier:  # one pass over the ids and labels (no audio) for the prior; it counts the clips too
