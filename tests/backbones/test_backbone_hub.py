@@ -10,11 +10,11 @@ torch.compile, LoRA).
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 from remote_code import run_without_package
 from transformers import (
@@ -32,6 +32,7 @@ from transformers import (
 from modeling_spa import SPAConfig, SPAFeatureExtractor, SPAForAudioClassification
 from modeling_spa.backbone_hub import HUB_FAMILIES, LORA_TARGETS, HubBackbone
 from modeling_spa.conversion import CheckpointError, load_backbone
+from modeling_spa.data import decode_audio, load_audioset
 from modeling_spa.files import cache_dir
 from modeling_spa.frontend import frontend_preset
 from modeling_spa.frontends import build_frontend
@@ -41,6 +42,8 @@ from modeling_spa.windowing import aggregate_logits, window_settings, window_sta
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 RATE = 16000
 TOLERANCE = 1e-5
+# The real-recording build (recipes/build_real_sounds.py's `sources`), as the export tests find it.
+REAL_SOURCES = Path(os.environ.get("SPA_REAL_SOUNDS", Path(__file__).parents[2] / "outputs/real_sounds/sources"))
 
 # Tiny configs: two layers of width 16, a three-layer CNN of receptive field 40 samples and stride 20.
 CNN = {"conv_dim": (16, 16, 16), "conv_stride": (5, 2, 2), "conv_kernel": (10, 3, 3), "num_conv_pos_embeddings": 8,
@@ -123,10 +126,9 @@ def padded(waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return inputs["input_values"], inputs["attention_mask"]
 
 
-@pytest.fixture(scope="module")
-def real_clips():
-    """A few real recordings from the Debian packages (recipes/build_real_sounds.py's cache), at 16 kHz: a drum loop,
-    a desktop sound, 8 kHz speech, vinyl hiss, an animal sound."""
+def package_recordings() -> list[np.ndarray]:
+    """A few recordings from the Debian packages (recipes/build_real_sounds.py's cache), at 16 kHz through the
+    house's reader and mix-down: a drum loop, a desktop sound, 8 kHz speech, vinyl hiss, an animal sound."""
     root = cache_dir() / "real_sounds" / "extracted"
     names = ["sonic-pi-samples/usr/share/sonic-pi/samples/loop_amen.flac",
              "sound-theme-freedesktop/usr/share/sounds/freedesktop/stereo/camera-shutter.oga",
@@ -134,12 +136,25 @@ def real_clips():
              "sonic-pi-samples/usr/share/sonic-pi/samples/vinyl_hiss.flac",
              "scratch/usr/share/scratch/Media/Sounds/Animal/Dog1.wav"]  # fmt: skip
     if not all((root / name).is_file() for name in names):
-        pytest.skip(f"the real recordings are not unpacked under {root} (recipes/build_real_sounds.py)")
-    extractor = SPAFeatureExtractor(sampling_rate=RATE, max_length_s=None)
-    waves = []
-    for name in names:
-        data, rate = sf.read(root / name, dtype="float32", always_2d=True)
-        waves.append(extractor([data], sampling_rate=rate, padding=False)["input_values"][0][: 8 * RATE])
+        return []
+    return [decode_audio({"path": str(root / name), "bytes": None}, RATE, name) for name in names]
+
+
+def built_recordings(clips: int = 4) -> list[np.ndarray]:
+    """The first clips of the real-recording build's test split (recipes/build_real_sounds.py; SPA_REAL_SOUNDS)."""
+    if not (REAL_SOURCES / "data").is_dir():
+        return []
+    rows = load_audioset(str(REAL_SOURCES), "test").select(range(clips))
+    return [decode_audio(row["audio"], RATE, row["video_id"]) for row in rows]
+
+
+@pytest.fixture(scope="module")
+def real_clips():
+    """Real recordings, at most 8 s each: the packages' sounds and the build's test split, where present."""
+    waves = [wave[: 8 * RATE] for wave in package_recordings() + built_recordings()]
+    if not waves:
+        pytest.skip(f"no real recordings: neither unpacked under {cache_dir() / 'real_sounds'} nor built at "
+                    f"{REAL_SOURCES} (recipes/build_real_sounds.py, or set SPA_REAL_SOUNDS)")  # fmt: skip
     return waves
 
 
@@ -371,6 +386,27 @@ def test_weighted_layer_sum_and_attention_pooling(checkpoints, ontology, tmp_pat
     reloaded = AutoModel.from_pretrained(save(model, tmp_path / "pooling")).eval()  # the options travel in the config
     with torch.no_grad():
         torch.testing.assert_close(reloaded.spa(*padded(waves)).pooled_output, pooled, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "wav2vec2-bert"])
+def test_a_fine_tuned_weighted_layer_sum_keeps_its_weights(family, tmp_path):
+    """A SUPERB-style classification checkpoint (use_weighted_layer_sum, learned layer weights): SPA keeps its layer
+    weights, so its pooled embedding through the checkpoint's own projector and classifier gives the checkpoint's
+    logits (the mean over frames commutes with the linear projector)."""
+    torch.manual_seed(0)
+    hub = AutoModelForAudioClassification.from_config(tiny_config(family, use_weighted_layer_sum=True)).eval()
+    with torch.no_grad():
+        hub.layer_weights.copy_(torch.randn_like(hub.layer_weights))
+    hub.save_pretrained(tmp_path)
+    family_extractor(family, hub.config).save_pretrained(tmp_path)
+    backbone = load_backbone("hub", tmp_path)
+    frontend, extractor = build_frontend(backbone.frontend_settings), AutoFeatureExtractor.from_pretrained(tmp_path)
+    torch.testing.assert_close(backbone.layer_weights, hub.layer_weights, rtol=0, atol=0)
+    for wave in clips():
+        with torch.no_grad():
+            expected = hub(**extractor(wave, sampling_rate=RATE, return_tensors="pt")).logits
+            pooled = backbone(*frontend(torch.from_numpy(wave)[None])).pooler_output
+            torch.testing.assert_close(hub.classifier(hub.projector(pooled)), expected, rtol=0, atol=TOLERANCE)
 
 
 # -- config, loading and the SPA contract ---------------------------------------------------------------------------
