@@ -59,9 +59,26 @@ def label_similarity(audio_embeds: torch.Tensor, label_text_embeds: torch.Tensor
     return F.normalize(audio_embeds.float(), dim=-1) @ F.normalize(label_text_embeds.float(), dim=-1).T
 
 
+class _Gram(torch.autograd.Function):
+    """x @ x^T with the backward of one matmul, (g + g^T) @ x. Autograd's matmul backward does not know that both
+    operands are x: it computes g @ x and g^T @ x and adds them, the same gradient for one more (C, C) x (C, D) matmul,
+    at 527 labels a third of the geometry term's matmuls."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x @ x.mT  # under autocast, in its dtype: the gradient follows it below
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return ((grad + grad.mT) @ x.to(grad.dtype)).to(x.dtype)
+
+
 def pairwise_cosine(embeds: torch.Tensor) -> torch.Tensor:
-    """The (C, C) cosines between the rows of `embeds` (C, D)."""
-    return label_similarity(embeds, embeds)
+    """The (C, C) cosines between the rows of `embeds` (C, D): `label_similarity(embeds, embeds)`, with the rows
+    normalised once and the symmetric product's cheaper backward (`_Gram`)."""
+    return _Gram.apply(F.normalize(embeds.float(), dim=-1))
 
 
 def _off_diagonal(num: int, device: torch.device) -> torch.Tensor:
@@ -117,15 +134,28 @@ def label_uniformity_loss(label_text_embeds: torch.Tensor, t: float = 2.0) -> to
     return torch.logsumexp(logits.flatten(), dim=0) - math.log(num * (num - 1))
 
 
-def label_geometry_loss(label_text_embeds: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+def label_geometry_target(reference: torch.Tensor) -> torch.Tensor:
+    """The target of `label_geometry_loss`: the (C, C) pairwise cosines of the `reference` (C, V), a constant (no
+    gradient). A model computes it once per state of its label text, not at every step: at C = 527, V = 768 it is
+    a third of the term's cost."""
+    return pairwise_cosine(reference.detach())
+
+
+def label_geometry_loss(
+    label_text_embeds: torch.Tensor, reference: torch.Tensor | None = None, target: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean squared difference between the pairwise cosines of the label embeddings E_t (C, D) and those of a
-    `reference` (C, V), over the C(C - 1) ordered pairs of distinct labels.
+    `reference` (C, V), over the C(C - 1) ordered pairs of distinct labels. Give the `reference`, or its cosines
+    already computed as `target` (`label_geometry_target(reference)`), not both.
 
     With the text encoder's label embeddings as the reference, p_t may rotate and rescale the label space but must
     keep its shape: which labels are near which, as the text encoder (and through the descriptions, the ontology)
     says. The reference's cosines are a target, not a function to differentiate.
     """
+    if (reference is None) == (target is None):
+        raise ValueError("label_geometry_loss takes the reference embeddings or their target cosines: one of them.")
+    if target is None:
+        target = label_geometry_target(reference)
     num = label_text_embeds.shape[0]
-    target = pairwise_cosine(reference.detach())
     squared = (pairwise_cosine(label_text_embeds) - target).square()
     return torch.where(_off_diagonal(num, squared.device), squared, 0.0).sum() / max(num * (num - 1), 1)

@@ -27,6 +27,7 @@ from .frontend import LogMelFrontend
 from .frontends import build_frontend
 from .losses import (
     label_geometry_loss,
+    label_geometry_target,
     label_similarity,
     label_uniformity_loss,
     obce_loss,
@@ -475,8 +476,39 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         if config.spa_uniformity_weight > 0:
             terms["spa_uniformity_loss"] = label_uniformity_loss(label_embeds)
         if config.spa_geometry_weight > 0:
-            terms["spa_geometry_loss"] = label_geometry_loss(label_embeds, self.label_text_input())
+            terms["spa_geometry_loss"] = label_geometry_loss(label_embeds, target=self._label_geometry_target())
         return terms
+
+    def _label_geometry_target(self) -> torch.Tensor:
+        """`label_geometry_target(self.label_text_input())`, computed once per state of the label-text buffers instead
+        of at every step (at 527 labels and 768-dim text, a third of the geometry term's cost).
+
+        The cache is a plain attribute, never saved, renewed when its key changes: each buffer's identity (`.to()`,
+        loading with `assign` replace them; the cache holds the buffers, so a freed one's id cannot come back) and
+        `_version` (in-place writes: `set_label_text`, `load_state_dict`; `_check_label_buffers` reads it too), p_t's
+        dtype, and autocast, under which the uncached target is computed in the autocast dtype: the cached target is
+        the uncached one, bit for bit. A compiled step computes it in its graph (dynamo cannot read `_version`).
+        """
+        if torch.compiler.is_compiling():
+            return label_geometry_target(self.label_text_input())
+        buffers = (
+            (self.label_text_embeds, self.label_text_mean)
+            if self.config.center_label_text
+            else (self.label_text_embeds,)
+        )
+        device = buffers[0].device.type
+        key = (
+            *((id(buffer), buffer._version) for buffer in buffers),
+            self.text_projection.weight.dtype,
+            torch.is_autocast_enabled(device),
+            torch.get_autocast_dtype(device),
+        )
+        cached = getattr(self, "_geometry_target_cache", None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():  # a constant; one cached in an evaluation (inference mode) serves training too
+                cached = (key, buffers, label_geometry_target(self.label_text_input()))
+            self._geometry_target_cache = cached
+        return cached[2]
 
     def _forward_windows(
         self, input_values: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor | None

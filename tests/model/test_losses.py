@@ -6,10 +6,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from modeling_spa.losses import (
+    _Gram,
     label_geometry_loss,
+    label_geometry_target,
+    label_similarity,
     label_uniformity_loss,
     obce_loss,
     ontology_loss_weight,
+    pairwise_cosine,
     spa_alignment_loss,
     spa_contrastive_loss,
 )
@@ -226,6 +230,35 @@ def test_geometry_by_hand():
     weights = torch.randn(2, 2, requires_grad=True)
     label_geometry_loss(embeds @ weights, reference).backward()
     assert weights.grad.abs().sum() > 0 and reference.grad is None  # the reference is a target
+
+
+def test_pairwise_cosine_is_label_similarity_with_its_gradient():
+    """One normalisation and a one-matmul backward: the same cosines, the same gradient (to rounding) as
+    label_similarity(e, e), in float32 and under bf16 autocast; gradcheck of the product itself in float64."""
+    embeds, weights = torch.randn(9, 4, requires_grad=True), torch.randn(9, 9)
+    for autocast, tolerance in ((False, 1e-6), (True, 2e-2)):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            ours, reference = pairwise_cosine(embeds), label_similarity(embeds, embeds)
+        assert torch.equal(ours, reference)
+        (grad,) = torch.autograd.grad((ours.float() * weights).sum(), embeds)
+        (expected,) = torch.autograd.grad((reference.float() * weights).sum(), embeds)
+        torch.testing.assert_close(grad, expected, rtol=tolerance, atol=tolerance)
+    assert torch.autograd.gradcheck(_Gram.apply, torch.randn(5, 3, dtype=torch.float64, requires_grad=True))
+
+
+def test_geometry_from_a_precomputed_target_is_the_same_loss_and_gradient():
+    """A model computes the target once (`label_geometry_target`); the loss and its gradient are the reference's."""
+    reference = torch.randn(7, 5)
+    grads = []
+    for kwargs in ({"reference": reference}, {"target": label_geometry_target(reference)}):
+        embeds = torch.randn(7, 3, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+        loss = label_geometry_loss(embeds, **kwargs)
+        loss.backward()
+        grads.append((loss.detach(), embeds.grad))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+    for wrong in ({}, {"reference": reference, "target": label_geometry_target(reference)}):
+        with pytest.raises(ValueError, match="one of them"):
+            label_geometry_loss(torch.randn(7, 3), **wrong)
 
 
 def mean_pairwise_cosine(embeds: torch.Tensor) -> float:

@@ -11,7 +11,12 @@ from modeling_spa import SPAConfig, SPAForAudioClassification
 from modeling_spa.analysis.diagnostics import label_space_diagnostics
 from modeling_spa.frontend import frontend_preset
 from modeling_spa.label_text import encode_label_descriptions
-from modeling_spa.losses import label_geometry_loss, label_uniformity_loss, spa_contrastive_loss
+from modeling_spa.losses import (
+    label_geometry_loss,
+    label_geometry_target,
+    label_uniformity_loss,
+    spa_contrastive_loss,
+)
 from modeling_spa.training.optimization import parameter_groups
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -239,3 +244,83 @@ def test_the_countermeasures_keep_the_label_space_open(label_text, options):
     if "freeze_text_projection" in options or "spa_geometry_weight" in options:  # these keep T̂'s shape
         assert abs(kept["label_cos_mean"] - kept["text_cos_mean"]) < 0.15
         assert kept["label_ontology_spearman"] > kept["text_ontology_spearman"] - 0.05
+
+
+# -- the geometry term's target, computed once per state of the label text ---------------------------------------
+
+
+def uncached(model: SPAForAudioClassification) -> SPAForAudioClassification:
+    """The model with the geometry target recomputed at every step, as before it was cached."""
+    model._label_geometry_target = lambda: label_geometry_target(model.label_text_input())
+    return model
+
+
+def loss_and_grads(model, values, mask, labels):
+    model.zero_grad(set_to_none=True)
+    out = model(values, mask, labels=labels)
+    out.loss.backward()
+    return out, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_same_step(model, reference, values, mask, labels):
+    out, grads = loss_and_grads(model, values, mask, labels)
+    expected, expected_grads = loss_and_grads(reference, values, mask, labels)
+    assert torch.equal(out.loss, expected.loss) and torch.equal(out.spa_geometry_loss, expected.spa_geometry_loss)
+    assert grads.keys() == expected_grads.keys()
+    assert all(torch.equal(grads[name], expected_grads[name]) for name in grads), "gradients differ"
+
+
+@pytest.mark.parametrize("options", [{}, {"center_label_text": True}, ALL_TERMS], ids=["default", "centred", "all"])
+def test_the_cached_geometry_target_gives_the_uncached_loss_and_gradients(options):
+    model, reference = tiny_model(**options).train(), uncached(tiny_model(**options).train())
+    keys = set(model.state_dict())
+    targets = []
+    for seed in range(3):  # the first step computes the target, the others reuse it
+        assert_same_step(model, reference, *batch(seed))
+        targets.append(model._geometry_target_cache[2])
+    assert targets[1] is targets[0] and targets[2] is targets[0]
+    assert set(model.state_dict()) == keys  # never saved: checkpoints keep their tensors
+
+
+def test_the_cached_target_follows_every_change_of_the_label_text():
+    model = tiny_model(center_label_text=True).train()
+    values, mask, labels = batch()
+
+    def check():
+        out = model(values, mask, labels=labels)
+        expected = label_geometry_loss(model.label_embeds(), model.label_text_input())
+        assert torch.equal(out.spa_geometry_loss, expected)
+        return out.spa_geometry_loss
+
+    seen = [check()]
+    model.set_label_text(torch.randn(5, 6, generator=torch.Generator().manual_seed(5)) * 3)  # in place: both
+    seen.append(check())
+    with torch.no_grad():
+        model.label_text_mean.add_(1.0)  # the centre alone
+    seen.append(check())
+    other = tiny_model(center_label_text=True)
+    other.set_label_text(torch.randn(5, 6, generator=torch.Generator().manual_seed(6)))
+    model.load_state_dict(other.state_dict())  # loaded in place
+    seen.append(check())
+    other.set_label_text(torch.randn(5, 6, generator=torch.Generator().manual_seed(7)))
+    model.load_state_dict(other.state_dict(), assign=True)  # loaded as new tensors
+    seen.append(check())
+    model.double()  # new buffers in another dtype, and p_t's dtype
+    assert model._label_geometry_target().dtype == torch.float32 and check().dtype == torch.float32
+    assert len({round(loss.item(), 6) for loss in seen}) == len(seen)  # each change changed the loss
+
+
+def test_the_cached_target_is_the_uncached_one_under_bf16_autocast():
+    """Autocast computes the uncached target in bfloat16: the cache follows it on and off, bit for bit."""
+    model, reference = tiny_model().train(), uncached(tiny_model().train())
+    for enabled in (False, True, True, False):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            assert_same_step(model, reference, *batch())
+
+
+def test_a_target_cached_in_an_evaluation_serves_the_training_steps_after_it():
+    model, reference = tiny_model(), uncached(tiny_model())
+    values, mask, labels = batch()
+    with torch.inference_mode():
+        model.eval()(values, mask, labels=labels)
+    assert_same_step(model.train(), reference.train(), values, mask, labels)
