@@ -1,7 +1,7 @@
 """The "hub" backbone's overhead against the bare transformers model: the same encoder object, the same input.
 
     python benchmarks/bench_hub_backbone.py [--families wav2vec2 wavlm whisper] [--comparisons ...] [--batch 2]
-        [--seconds 10] [--rounds 7] [--repeats 3] [--threads N] [--device cpu|cuda] [--dtype float32|bfloat16]
+        [--seconds 10] [--pairs 15] [--clock wall|cpu] [--threads N] [--device cpu|cuda] [--dtype float32|bfloat16]
         [--json out.json]
 
 For each family, a base-size model built from its config with random weights (no download): wav2vec2-base,
@@ -17,21 +17,20 @@ WavLM base (microsoft/wavlm-base-plus's sizes), Whisper base's encoder. Three me
   two ratios above carry the noise of two long runs; this one the noise of one short operation.
 
 Forward (inference mode) and forward + backward (train mode with dropout, LayerDrop and SpecAugment off, so that
-both sides do the same work; loss = the sum of the output). The sides alternate within each round (their order
-flips every round), each timed as the median of `--repeats` calls after a warm-up; the ratio wrapper / bare of each
-round is reported as its median and spread (min - max) over the rounds, with the machine's load average. Two clocks:
-wall time, and the process's CPU time, which on a shared machine (`--threads 1`) counts the work done rather than the
-time other jobs took the core.
+both sides do the same work; loss = the sum of the output). Both sides live in this one process and are stepped in
+pairs whose order alternates (`benchmarks/paired.py`, as the other two-arm benchmarks): the ratio wrapper / bare is the
+median of the `--pairs` pair ratios with their interquartile range, and the machine's load average before and after.
+`--clock cpu` with `--threads 1` counts the work rather than the time other jobs took the cores (see paired.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import time
+import sys
 from functools import partial
+from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModel
@@ -40,6 +39,9 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 from modeling_spa.backbone_hub import HubBackbone
 from modeling_spa.backbones import backbone_spec
 from modeling_spa.frontends import build_frontend
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paired import describe, machine_load, pair_ratios, summarize, time_pairs  # noqa: E402
 
 RATE = 16000
 COMPARISONS = ["wrapper", "with the front-end", "added work"]
@@ -70,22 +72,6 @@ def inputs(batch: int, seconds: float, device: str) -> tuple[torch.Tensor, torch
     mask = torch.ones(batch, samples, dtype=torch.long)
     mask[-1, round(0.7 * samples) :] = 0
     return (waves * mask).to(device), mask.to(device)
-
-
-def timed(step, repeats: int, device: str) -> dict[str, float]:
-    """Median wall and CPU seconds of `step()` over `repeats` calls, after one warm-up call."""
-    step()
-    times = {"wall": [], "cpu": []}
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        wall, cpu = time.perf_counter(), time.process_time()
-        step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times["wall"].append(time.perf_counter() - wall)
-        times["cpu"].append(time.process_time() - cpu)
-    return {clock: statistics.median(values) for clock, values in times.items()}
 
 
 def steps(wrapper: HubBackbone, bare: torch.nn.Module, frontend, waves, mask, dtype: torch.dtype) -> dict:
@@ -142,33 +128,15 @@ def measure(family: str, args) -> dict:
         if comparison not in args.comparisons:
             continue
         for train in (False, True):
-            wrapper.train(train)
-            rounds = []
-            for round_ in range(args.rounds):
-                order = (("ours", ours), ("bare", theirs)) if round_ % 2 == 0 else (("bare", theirs), ("ours", ours))
-                rounds.append({side: timed(partial(step, train), args.repeats, args.device) for side, step in order})
+            wrapper.train(train)  # the bare model is the wrapper's encoder: one mode for both
+            arms = {"ours": partial(ours, train), "bare": partial(theirs, train)}
+            times = time_pairs(arms, args.pairs, args.device, reverse=False, clock=args.clock)
+            ratio = summarize([pair_ratios(times, "ours", "bare")])
             key = f"{comparison}, {'forward + backward' if train else 'forward'}"
-            results[key] = {clock: summary(rounds, clock) for clock in ("wall", "cpu")} | {"rounds": args.rounds}
-            for clock in ("wall", "cpu"):
-                print(f"{family:10s} {key:40s} {clock:4s} {line(results[key][clock])}", flush=True)
+            results[key] = {"ratio": ratio} | {f"{side}_s": statistics.median(times[side]) for side in arms}
+            print(f"{family:10s} {key:40s} ours {results[key]['ours_s'] * 1e3:8.1f} ms  bare "
+                  f"{results[key]['bare_s'] * 1e3:8.1f} ms  ratio {describe(ratio)}", flush=True)  # fmt: skip
     return results
-
-
-def line(result: dict) -> str:
-    return (f"ours {result['ours_s'] * 1e3:8.1f} ms  bare {result['bare_s'] * 1e3:8.1f} ms  ratio "
-            f"{result['ratio_median']:.4f} ({result['ratio_min']:.4f} - {result['ratio_max']:.4f})")  # fmt: skip
-
-
-def summary(rounds: list[dict], clock: str) -> dict:
-    """Median times of both sides and the median and range of the per-round ratio ours / bare, on one clock."""
-    ratios = [r["ours"][clock] / r["bare"][clock] for r in rounds]
-    return {
-        "ours_s": statistics.median(r["ours"][clock] for r in rounds),
-        "bare_s": statistics.median(r["bare"][clock] for r in rounds),
-        "ratio_median": statistics.median(ratios),
-        "ratio_min": min(ratios),
-        "ratio_max": max(ratios),
-    }
 
 
 def main() -> None:
@@ -177,8 +145,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0, help="clip length (Whisper pads every clip to 30 s)")
     parser.add_argument("--comparisons", nargs="+", default=COMPARISONS, choices=COMPARISONS)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=15, help="timed pairs of steps per measurement")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="see benchmarks/paired.py")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's); 1 on a shared machine")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
@@ -186,20 +154,18 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()
+    load_before = machine_load()
     report = {
         "settings": vars(args),
         "machine": {
-            "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "device": args.device,
             "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
         },  # fmt: skip
         "results": {family: measure(family, args) for family in args.families},
     }
-    report["machine"]["load_average_1_5_15_before"] = load_before
-    report["machine"]["load_average_1_5_15_after"] = os.getloadavg()
-    print(f"load average (1, 5, 15 min) before {load_before}, after {report['machine']['load_average_1_5_15_after']}")
+    report["machine"] |= {"before": load_before, "after": machine_load()}
+    print(f"before: {load_before}; after: {report['machine']['after']}")
     if args.json:
         with open(args.json, "w") as file:
             json.dump(report, file, indent=2)
