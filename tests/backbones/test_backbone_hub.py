@@ -336,9 +336,17 @@ def test_pooled_output_equals_the_hub_model(family, checkpoints, models):
 def test_pooled_output_equals_the_hub_model_on_real_recordings(family, checkpoints, models, real_clips):
     # The tiny Whisper takes 1 s: longer clips, which SPA windows and the extractor crops, are cut to it.
     waves = [wave[:RATE] for wave in real_clips] if family == "whisper" else real_clips
+    model, expected = models(family), hub_pooled(checkpoints[family], family, waves)
+    features, mask = extractor_features(AutoFeatureExtractor.from_pretrained(checkpoints[family]), waves)
     with torch.no_grad():
-        pooled = models(family).spa(*padded(waves)).pooled_output
-    torch.testing.assert_close(pooled, hub_pooled(checkpoints[family], family, waves), rtol=0, atol=TOLERANCE)
+        pooled = model.spa(*padded(waves)).pooled_output
+        on_their_features = model.spa.backbone(features, mask).pooler_output  # the encoder and pooling alone
+    torch.testing.assert_close(on_their_features, expected, rtol=0, atol=TOLERANCE)
+    # wav2vec2-BERT: a near-silent frame of the build's recordings has its 160 normalised features within a spread of
+    # 0.002, which the feature projection's layer norm divides by: the front-ends' 2.4e-7 rounding difference (float64
+    # here, float32 in the extractor) comes out at 7e-5 in the tiny random model's pooled output.
+    tolerance = 1e-4 if family == "wav2vec2-bert" else TOLERANCE
+    torch.testing.assert_close(pooled, expected, rtol=0, atol=tolerance)
 
 
 @pytest.mark.parametrize("family", ["wav2vec2", "whisper"])
