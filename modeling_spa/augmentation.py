@@ -164,7 +164,16 @@ def band_mask(batch: int, size: int, count: int, max_width: int, device: torch.d
 
 def spec_augment(features: torch.Tensor, settings: Mapping) -> torch.Tensor:
     """SpecAugment frequency and time masks on normalised log-mel features (batch, frames, mels), set to
-    `settings["mask_value"]`."""
+    `settings["mask_value"]`. Without masks, any features pass unchanged (a waveform front-end's too)."""
+    if not (settings["freq_masks"] and settings["freq_mask_width"]) and not (
+        settings["time_masks"] and settings["time_mask_width"]
+    ):
+        return features
+    if features.dim() != 3:
+        raise ValueError(
+            "SpecAugment masks spectrogram frames and bins, and this front-end makes a waveform: wav2vec2-style "
+            "backbones mask their own features (their config's mask_time_prob / mask_feature_prob)."
+        )
     batch, frames, mels = features.shape
     masked = torch.zeros(batch, frames, mels, dtype=torch.bool, device=features.device)
     if settings["freq_masks"] and settings["freq_mask_width"]:

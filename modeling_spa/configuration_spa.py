@@ -8,7 +8,6 @@ from transformers.utils import logging
 
 from .augmentation import AugmentationConfig
 from .backbones import BACKBONES, backbone_spec
-from .frontend import frontend_preset
 from .label_text import DEFAULT_PROMPT, DESCRIPTION_STYLES
 from .windowing import window_settings
 
@@ -29,10 +28,12 @@ class SPAConfig(PreTrainedConfig):
     scratch; it is no backbone of the paper.
 
     Args:
-        backbone (`str`): registered backbone name (`modeling_spa.backbones.BACKBONES`), e.g. `"ast"`, `"demo_cnn"`.
-        audio_config (`PreTrainedConfig` or `dict`): the backbone's own configuration (e.g. an `ASTConfig`).
-        frontend (`dict`): log-mel front-end settings (see `modeling_spa.frontend.FRONTEND_PRESETS`); defaults to
-            the backbone's preset.
+        backbone (`str`): registered backbone name (`modeling_spa.backbones.BACKBONES`), e.g. `"ast"`, `"demo_cnn"`,
+            `"hub"` (transformers' speech encoders: wav2vec2, HuBERT, WavLM, Whisper's encoder, ...).
+        audio_config (`PreTrainedConfig` or `dict`): the backbone's own configuration (e.g. an `ASTConfig`; for
+            `"hub"` the family's, e.g. a `WavLMConfig`, or a dict with its `model_type`).
+        frontend (`dict`): front-end settings (see `modeling_spa.frontend.FRONTEND_PRESETS`; the kinds in
+            `modeling_spa.frontends`); defaults to the backbone's preset.
         projection_dim (`int`): D, the shared audio/text embedding size of p_a and p_t.
         text_hidden_size (`int`): V, the size of the cached label-text embeddings.
         label_mids (`list[str]`): ids of the C classes in their taxonomy, in output order (AudioSet mids for the
@@ -178,7 +179,7 @@ class SPAConfig(PreTrainedConfig):
         spec = backbone_spec(self.backbone)
         default_frontend = self.frontend is None
         if default_frontend:
-            self.frontend = frontend_preset(spec.frontend_name(self.audio_config))
+            self.frontend = spec.frontend_settings(self.audio_config)
         label_names = kwargs.pop("label_names", None)
         if self.label_mids is not None:  # saved together, so only a caller's mistake makes them differ
             check_thresholds(self.thresholds, len(self.label_mids))

@@ -8,6 +8,9 @@ model's device. Each backbone has a preset that reproduces the features its publ
 - `"cnn14"`: PANNs' torchlibrosa `Spectrogram` + `LogmelFilterBank` (librosa mel filters, dB, no normalisation).
 - `"htsat"`: `ClapFeatureExtractor` of `laion/clap-htsat-unfused` (48 kHz, librosa mel filters, dB).
 - `"tiny"`: a small 16 kHz front-end for models trained from scratch.
+- `"waveform"`, `"whisper"`, `"whisper_128"`, `"w2v_bert"`: the feature extractors of transformers' speech encoders
+  (backbone `"hub"`), front-ends of other kinds (`modeling_spa.frontends`: raw waveform, Whisper's log-mel, the stacked
+  Kaldi fbank of wav2vec2-BERT), which reuse this module's log-mel.
 
 Normalisation convention: `output = (log_mel - normalize_mean) / normalize_std`. AST divides by twice its dataset
 standard deviation, so its preset stores `normalize_std = 2 * 4.5689974`; PaSST's `(x + 4.5) / 5` is mean -4.5,
@@ -172,6 +175,43 @@ FRONTEND_PRESETS["psla"] = {
 FRONTEND_PRESETS["passt_hop160"] = {**FRONTEND_PRESETS["passt"], "hop_length": 160, "max_frames": 2000}
 FRONTEND_PRESETS["passt_hop100"] = {**FRONTEND_PRESETS["passt"], "hop_length": 100, "max_frames": 3200}
 
+# transformers' speech encoders (backbone "hub"). Their front-ends are of other kinds than this module's log-mel (the
+# "kind" key; `modeling_spa.frontends` builds each kind). The backbone adapts these presets to the checkpoint: mel bins
+# and frames from its config, `do_normalize` from its feature extractor's settings.
+# Wav2Vec2FeatureExtractor (wav2vec2, HuBERT, WavLM, Data2Vec-Audio, SEW, SEW-D, UniSpeech, UniSpeech-SAT,
+# wav2vec2-Conformer): the raw 16 kHz waveform, zero-mean unit-variance per clip over its real samples (do_normalize).
+FRONTEND_PRESETS["waveform"] = {"kind": "waveform", "sampling_rate": 16000, "do_normalize": True, "min_samples": 400}
+# WhisperFeatureExtractor: the clip zero-padded (or cropped) to 30 s, centred STFT (periodic Hann 400 = n_fft, hop 160),
+# power, Slaney mel 0 - 8 kHz with Slaney norm, log10 floored at 1e-10, the last frame dropped (3000 frames), clamped
+# to the clip's maximum - 8, then (x + 4) / 4. 80 bins up to large-v2, 128 from large-v3.
+FRONTEND_PRESETS["whisper"] = {
+    "kind": "whisper",
+    "sampling_rate": 16000,
+    "n_mels": 80,
+    "n_fft": 400,
+    "hop_length": 160,
+    "max_samples": 480000,
+    "max_frames": 3000,
+}
+FRONTEND_PRESETS["whisper_128"] = {**FRONTEND_PRESETS["whisper"], "n_mels": 128}
+# SeamlessM4TFeatureExtractor (wav2vec2-BERT): the waveform scaled to 16-bit range, Kaldi fbank as AST's recipe but with
+# Kaldi's default povey window, 80 bins from 20 Hz to 8 kHz and no dataset normalisation, then each bin normalised per
+# clip over its real frames (unbiased variance), and frames stacked by 2 into 160 features.
+FRONTEND_PRESETS["w2v_bert"] = {
+    **FRONTEND_PRESETS["ast"],
+    "kind": "stacked_fbank",
+    "stride": 2,
+    "waveform_scale": 2.0**15,
+    "n_mels": 80,
+    "window": "povey",
+    "normalize_mean": 0.0,
+    "normalize_std": 1.0,
+    "max_frames": None,
+    # The extractor computes in float64: in float32 the weak bins of a frame (a 20 Hz band, what a codec cut) are off
+    # by up to 1e-4 after the per-bin normalisation.
+    "compute_dtype": "float64",
+}
+
 
 def frontend_preset(name: str) -> dict:
     """A copy of the front-end preset `name`, safe to edit and to store in a config."""
@@ -181,9 +221,13 @@ def frontend_preset(name: str) -> dict:
 
 
 def build_window(win_length: int, window: str = "hann", periodic: bool = True) -> np.ndarray:
-    """Analysis window of `win_length` samples (float64); "povey" is Kaldi's default, hann ** 0.85."""
+    """Analysis window of `win_length` samples (float64); "povey" is Kaldi's default, hann ** 0.85. "hann_torch" is
+    the Hann window as `torch.hann_window` computes it in float32 (up to 2.4e-7 from the exact one), which
+    Whisper's feature extractor uses: weak bins carry the difference (7e-6 in Whisper's features)."""
+    if window == "hann_torch":
+        return torch.hann_window(win_length, periodic=periodic, dtype=torch.float32, device="cpu").double().numpy()
     if window not in ("hann", "povey", "hamming"):
-        raise ValueError(f"window must be 'hann', 'povey' or 'hamming', got {window!r}")
+        raise ValueError(f"window must be 'hann', 'hann_torch', 'povey' or 'hamming', got {window!r}")
     return window_function(win_length, window, periodic=periodic)
 
 
@@ -240,13 +284,15 @@ class LogMelFrontend(nn.Module):
     """Batched log-mel spectrogram with per-backbone presets (see the module docstring for the conventions).
 
     Build it with `LogMelFrontend(**frontend_preset("passt"))`. The window and the mel filterbank are derived from
-    the arguments, so they are non-persistent float32 buffers: they never enter a state dict. `from_pretrained`
+    the arguments, so they are non-persistent buffers (float32, or `compute_dtype`): they never enter a state dict.
+    `from_pretrained`
     builds models on the meta device and refills non-persistent buffers with uninitialised memory; call
     `reset_buffers()` from the model's `_init_weights`. As a safety net, `forward` also recomputes them whenever the
-    buffer tensors were replaced since they were last computed (meta, re-allocated, or cast away from float32).
+    buffer tensors were replaced since they were last computed (meta, re-allocated, or cast to another dtype).
 
-    The computation always runs in float32 with autocast disabled, whatever the input dtype, and without autograd:
-    the features are an input to the backbone, not differentiable with respect to the waveform.
+    The computation always runs in float32 (`compute_dtype="float64"` where a reference computes in double precision
+    and its weak bins must match too: wav2vec2-BERT's numpy fbank) with autocast disabled, whatever the input dtype,
+    and without autograd: the features are an input to the backbone, not differentiable with respect to the waveform.
     """
 
     def __init__(
@@ -274,12 +320,15 @@ class LogMelFrontend(nn.Module):
         normalize_std: float = 1.0,
         frame_padding_value: float = 0.0,
         max_frames: int | None = None,
+        compute_dtype: str = "float32",
     ):
         super().__init__()
+        if compute_dtype not in ("float32", "float64"):
+            raise ValueError(f"compute_dtype must be 'float32' or 'float64', got {compute_dtype!r}")
         if win_length > n_fft:
             raise ValueError(f"win_length ({win_length}) must not exceed n_fft ({n_fft})")
-        if log not in ("natural", "db"):
-            raise ValueError(f"log must be 'natural' or 'db', got {log!r}")
+        if log not in ("natural", "db", "log10"):
+            raise ValueError(f"log must be 'natural', 'db' or 'log10', got {log!r}")
         if remove_dc_offset and not preemphasis_per_frame and preemphasis:
             raise ValueError("remove_dc_offset is per frame (Kaldi): use it with preemphasis_per_frame=True")
         if normalize_std <= 0:
@@ -306,6 +355,7 @@ class LogMelFrontend(nn.Module):
         self.normalize_std = normalize_std
         self.frame_padding_value = frame_padding_value
         self.max_frames = max_frames
+        self.compute_dtype = getattr(torch, compute_dtype)
         # Fail on a bad window or filterbank now, not at the first forward.
         window_values, mel_values = self._buffer_values()
         self.register_buffer("window", torch.from_numpy(window_values), persistent=False)
@@ -314,15 +364,16 @@ class LogMelFrontend(nn.Module):
         self.mel_filters._spa_frontend_computed = True
 
     def _buffer_values(self) -> tuple[np.ndarray, np.ndarray]:
-        window = build_window(self.win_length, self.window_name, self.periodic_window).astype(np.float32)
+        dtype = np.float64 if self.compute_dtype == torch.float64 else np.float32
+        window = build_window(self.win_length, self.window_name, self.periodic_window).astype(dtype)
         mel_filters = build_mel_filters(
             self.sampling_rate, self.n_fft, self.n_mels, self.f_min, self.f_max, self.mel_scale, self.mel_norm
-        ).astype(np.float32)
+        ).astype(dtype)
         return window, mel_filters
 
     @torch.no_grad()
     def reset_buffers(self, device: torch.device | str | None = None) -> None:
-        """Recompute the window and the mel filterbank (float32) on `device`, by default where they are now.
+        """Recompute the window and the mel filterbank (`compute_dtype`) on `device`, by default where they are now.
 
         Call it from `PreTrainedModel._init_weights`: after `from_pretrained` the non-persistent buffers hold
         uninitialised memory. Buffers that already have the right device, shape and dtype are filled in place.
@@ -346,7 +397,8 @@ class LogMelFrontend(nn.Module):
         if torch.compiler.is_compiling():
             return
         for buffer in (self.window, self.mel_filters):
-            if buffer.is_meta or buffer.dtype != torch.float32 or not getattr(buffer, "_spa_frontend_computed", False):
+            stale = buffer.dtype != self.compute_dtype or not getattr(buffer, "_spa_frontend_computed", False)
+            if buffer.is_meta or stale:
                 self.reset_buffers(device if buffer.is_meta else buffer.device)
                 return
 
@@ -424,6 +476,8 @@ class LogMelFrontend(nn.Module):
         mel = mel.clamp(self.mel_floor, _FLOAT32_MAX)  # a sum of huge bins overflows to inf
         if self.log == "db":
             return 10.0 * torch.log10(mel)
+        if self.log == "log10":  # Whisper's
+            return torch.log10(mel)
         return torch.log(mel)
 
     @torch.no_grad()
@@ -437,15 +491,15 @@ class LogMelFrontend(nn.Module):
             attention_mask: (B, samples), 1 for real samples; padding must be on the right.
 
         Returns:
-            features (B, frames, n_mels) float32, and frame_mask (B, frames) bool: True for the frames the clip's
-            real audio produces on its own. Other frames hold `frame_padding_value` (normalised). With
+            features (B, frames, n_mels) in `compute_dtype`, and frame_mask (B, frames) bool: True for the frames
+            the clip's real audio produces on its own. Other frames hold `frame_padding_value` (normalised). With
             `max_frames` set, frames is `max_frames`.
         """
         if input_values.dim() != 2:
             raise ValueError(f"input_values must be (batch, samples), got shape {tuple(input_values.shape)}")
         self._ensure_buffers(input_values.device)
         with torch.autocast(device_type=input_values.device.type, enabled=False):
-            waveform = input_values.float()
+            waveform = input_values.to(self.compute_dtype)
             lengths = None if attention_mask is None else attention_mask.to(waveform.device).long().sum(dim=-1)
             spectrum = torch.view_as_real(torch.fft.rfft(self._frames(waveform, lengths)))
             # re^2 + im^2 in one pass: abs() would take a square root, .real/.imag sums take three passes.

@@ -24,6 +24,7 @@ from .augmentation import (
 from .backbones import backbone_spec
 from .configuration_spa import SPAConfig
 from .frontend import LogMelFrontend
+from .frontends import build_frontend
 from .losses import (
     label_geometry_loss,
     label_geometry_target,
@@ -143,12 +144,13 @@ def refuse_per_window_outputs(output_hidden_states: bool, output_attentions: boo
 
 
 class SPAModel(SPAPreTrainedModel):
-    """Waveform -> log-mel -> backbone -> E_a. Use it for audio embeddings in the shared audio-text space."""
+    """Waveform -> front-end (log-mel, or what a speech encoder takes) -> backbone -> E_a. Use it for audio embeddings
+    in the shared audio-text space."""
 
     def __init__(self, config: SPAConfig):
         super().__init__(config)
         spec = backbone_spec(config.backbone)
-        self.frontend = LogMelFrontend(**config.frontend)
+        self.frontend = build_frontend(config.frontend)
         self.backbone = spec.build(config.audio_config)
         self.audio_projection = nn.Linear(spec.pooled_size(config.audio_config), config.projection_dim)
         self.post_init()
@@ -310,6 +312,13 @@ class SPAForAudioClassification(SPAPreTrainedModel):
         self.text_projection.requires_grad_(self.config.spa_alpha > 0 and not self.config.freeze_text_projection)
         for name in getattr(self.spa.backbone, "audioset_head_modules", ()):
             self.spa.backbone.get_submodule(name).requires_grad_(False)
+
+    def freeze_feature_encoder(self) -> None:
+        """Freeze the backbone's CNN feature encoder (wav2vec2-style backbones, as transformers' method of that name);
+        call it after loading, which makes every parameter trainable again."""
+        if not hasattr(self.spa.backbone, "freeze_feature_encoder"):
+            raise ValueError(f"The {self.config.backbone!r} backbone has no CNN feature encoder to freeze.")
+        self.spa.backbone.freeze_feature_encoder()
 
     def audioset_scores(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The published checkpoint's own predictions: its original AudioSet head's (batch, 527) probabilities.

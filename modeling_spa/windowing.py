@@ -12,8 +12,8 @@ because the exported tagger must stand alone; tests/model/test_windowing.py chec
 - Aggregation: `mean` of the windows' sigmoid scores, weighted by the real samples of each window (the default),
   or `max`. The aggregate is returned as a logit, so `sigmoid(logits)` stays the clip's score.
 - Window length: `SPAConfig.window_length_s`; None derives it: for a front-end with a fixed `max_frames` (AST,
-  PaSST, HTS-AT) the longest clip those frames hold, so a fixed-length backbone never sees more frames than it was
-  built for; otherwise 10 s (`recipes/train.py` records its training clip length instead). The hop
+  PaSST, HTS-AT; Whisper: its 30 s) the longest clip those frames hold, so a fixed-length backbone never sees more
+  frames than it was built for; otherwise 10 s (`recipes/train.py` records its training clip length instead). The hop
   (`window_hop_s`) defaults to the window length: no overlap, each sample scored once except where the
   end-aligned window overlaps its predecessor.
 
@@ -48,8 +48,11 @@ def frontend_span(frontend: dict) -> int | None:
 
     Centred framing gives 1 + N // hop frames, so `max_frames` frames hold max_frames * hop - 1 samples. Kaldi
     framing gives 1 + (N - win_length) // hop frames; samples after the end of the last whole frame belong to no
-    frame, so the span stops there. Signal-level pre-emphasis drops one sample first.
+    frame, so the span stops there. Signal-level pre-emphasis drops one sample first. A front-end that pads or crops
+    the waveform itself to `max_samples` (Whisper's 30 s) spans exactly those.
     """
+    if frontend.get("max_samples") is not None:
+        return frontend["max_samples"]
     frames = frontend.get("max_frames")
     if frames is None:
         return None

@@ -49,11 +49,25 @@ BASELINES = {"wo_spa": (0.0, "obce"), "bce": (0.0, "bce")}  # --baseline: the pa
 
 @dataclass
 class ModelArguments:
-    backbone: str = field(default="passt", metadata={"help": "passt, ast, cnn14, htsat, psla or demo_cnn"})
-    audio_config: str | None = field(default=None, metadata={"help": "JSON overrides of the backbone config"})
-    pretrained_backbone: str | None = field(
-        default=None, metadata={"help": "a checkpoint file, a release's short name (passt-s-swa-ap476) or a Hub id"}
+    backbone: str = field(
+        default="passt",
+        metadata={"help": "passt, ast, cnn14, htsat, psla, demo_cnn or hub (transformers' speech encoders)"},
     )
+    audio_config: str | None = field(
+        default=None,
+        metadata={"help": "JSON overrides of the backbone config (of the checkpoint's with --pretrained_backbone), "
+                  'e.g. \'{"use_weighted_layer_sum": true, "spa_pooling": "attention"}\' for --backbone hub'},
+    )  # fmt: skip
+    pretrained_backbone: str | None = field(
+        default=None,
+        metadata={"help": "a checkpoint file, a release's short name (passt-s-swa-ap476) or a Hub id (--backbone "
+                  "hub: any wav2vec2, HuBERT, WavLM, Whisper, ... checkpoint, e.g. microsoft/wavlm-base-plus)"},
+    )  # fmt: skip
+    freeze_feature_encoder: bool = field(
+        default=False,
+        metadata={"help": "--backbone hub: keep the CNN feature encoder of wav2vec2-style models frozen, as "
+                  "transformers' audio-classification example does"},
+    )  # fmt: skip
     frontend: str | None = field(default=None, metadata={"help": "log-mel preset (default: the backbone's)"})
     init_from: str | None = field(
         default=None,

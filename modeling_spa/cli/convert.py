@@ -3,6 +3,7 @@
     spa-convert passt-s-swa-ap476 --backbone passt --output passt-spa        # a release's short name
     spa-convert Cnn14_mAP=0.431.pth --backbone cnn14 --output cnn14-spa \\
         --text_encoder sentence-transformers/all-MiniLM-L6-v2 --push_to_hub org/cnn14-spa
+    spa-convert microsoft/wavlm-base-plus --backbone hub --output wavlm-spa   # any transformers speech encoder
 
 The folder holds what `AutoModel.from_pretrained` loads (the model, its config and remote code, the feature
 extractor) and a model card. The backbone is the converted checkpoint, with its original AudioSet head, so
@@ -62,7 +63,11 @@ def convert(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="spa-convert", description=__doc__.splitlines()[0])
-    parser.add_argument("source", help=f"a checkpoint file, or a release's short name ({', '.join(sorted(RELEASES))})")
+    parser.add_argument(
+        "source",
+        help=f"a checkpoint file, a release's short name ({', '.join(sorted(RELEASES))}), or a Hub id or folder "
+        "(ast, htsat's CLAP tower, hub: wav2vec2, HuBERT, WavLM, Whisper, ...)",
+    )
     parser.add_argument("--backbone", required=True, choices=sorted(BACKBONES))
     parser.add_argument("--output", required=True, help="the model folder to write")
     parser.add_argument("--text_encoder", default="google-bert/bert-base-uncased")

@@ -16,13 +16,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 from transformers import PreTrainedConfig
+from transformers.utils import logging
 
 from ..backbones import backbone_spec
 from ..configuration_spa import SINGLE_LABEL, SPAConfig
 from ..label_text import DEFAULT_PROMPT, PACKAGED_TEXT_ENCODERS, encode_label_descriptions
 from ..taxonomy import Taxonomy, check_distinct_descriptions, load_taxonomy
 from .loading import load_backbone
+
+logger = logging.get_logger(__name__)
 
 # What re-heading replaces: the classifier and the buffers that hold one row per class.
 PER_CLASS = ("classifier.", "label_text_embeds", "label_distances", "label_text_mean")
@@ -99,7 +103,12 @@ def from_backbone(
     Args:
         backbone: registered backbone name; `audio_config` its config (default: the family's defaults).
         pretrained_backbone: a checkpoint the backbone family can load (a file, a release's short name, a Hub id:
-            `modeling_spa.conversion.load_backbone`), or None.
+            `modeling_spa.conversion.load_backbone`; `backbone="hub"` takes any checkpoint of transformers' speech
+            encoders, e.g. "microsoft/wavlm-base-plus"), or None. With it, `audio_config` (a dict) overrides fields of
+            the checkpoint's config (`{"use_weighted_layer_sum": True}`, `{"spa_pooling": "attention"}`,
+            `{"mask_time_prob": 0.1}`); layers the overrides add start from their initialisation, and overrides that
+            drop weights of the checkpoint are an error. The checkpoint's front-end settings (its feature
+            extractor's, for "hub") are the default front-end.
         label_mids: the classes, ids (or names) of the taxonomy's nodes (default: its classes; for AudioSet the 527
             labels, in CSV order).
         taxonomy (or `ontology`): a `Taxonomy`, a taxonomy file's path, or "audioset" (default: the AudioSet
@@ -118,7 +127,10 @@ def from_backbone(
     backbone_spec(backbone)  # both before the text encoder runs
     if pretrained_backbone is not None:
         pretrained = load_backbone(backbone, pretrained_backbone)
-        audio_config = pretrained.config if hasattr(pretrained, "config") else audio_config
+        if hasattr(pretrained, "config"):
+            audio_config = with_overrides(pretrained.config, audio_config)
+        if getattr(pretrained, "frontend_settings", None) is not None:
+            config_kwargs.setdefault("frontend", pretrained.frontend_settings)
         # Provenance without the local directory layout: a file by its name, a short name or Hub id as given.
         source = str(pretrained_backbone)
         source = os.path.basename(os.path.normpath(source)) if os.path.exists(source) else source
@@ -139,7 +151,7 @@ def from_backbone(
     )
     model = cls(config)
     if pretrained_backbone is not None:
-        model.spa.backbone.load_state_dict(pretrained.state_dict())
+        load_pretrained(model.spa.backbone, pretrained, pretrained_backbone)
     set_label_space(model, space)
     return model
 
@@ -220,6 +232,31 @@ def rehead(
     set_label_space(new, space)
     new.freeze_unused()
     return new.to(next(model.parameters()).device)
+
+
+def with_overrides(config: PreTrainedConfig, overrides: PreTrainedConfig | dict | None) -> PreTrainedConfig:
+    """A copy of a checkpoint's config with the fields of `overrides` (a dict) set; a config instance replaces it."""
+    if overrides is None:
+        return config
+    if not isinstance(overrides, dict):
+        return overrides
+    config = copy.deepcopy(config)
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    return config
+
+
+def load_pretrained(backbone: nn.Module, pretrained: nn.Module, source: str) -> None:
+    """The pretrained weights into the new model's backbone: all of them; parameters only the config overrides
+    created (a pooling layer) keep their initialisation."""
+    missing, unexpected = backbone.load_state_dict(pretrained.state_dict(), strict=False)
+    if unexpected:
+        raise ValueError(
+            f"The audio_config overrides drop {len(unexpected)} weights of {source}, e.g. {sorted(unexpected)[:4]}: "
+            "override only settings that keep the checkpoint's layers."
+        )
+    if missing:
+        logger.info(f"New in the backbone, initialised (not in {source}): {sorted(missing)}")
 
 
 __all__ = ["LabelSpace", "from_backbone", "label_space", "rehead"]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from . import ast, cnn14, htsat, passt, psla
+from . import ast, cnn14, htsat, hub, passt, psla
 
 # Each family's loader lives in the module named after it; adding a family is one module with a `load(source)`
 # and one line here.
@@ -15,6 +15,7 @@ LOADERS: dict[str, Callable[[str], nn.Module]] = {
     "ast": ast.load,
     "cnn14": cnn14.load,
     "htsat": htsat.load,
+    "hub": hub.load,
     "passt": passt.load,
     "psla": psla.load,
 }
@@ -23,7 +24,8 @@ LOADERS: dict[str, Callable[[str], nn.Module]] = {
 def load_backbone(family: str, source: str | os.PathLike) -> nn.Module:
     """The backbone module of `family` with the weights of `source`: a file (read with `weights_only` loading, keys
     renamed, the architecture read from it), a release's short name (`releases.RELEASES`: downloaded once into the
-    cache, checked against its pinned sha256) or, for AST and CLAP's HTS-AT tower, a Hub id or folder."""
+    cache, checked against its pinned sha256) or, for AST, CLAP's HTS-AT tower and transformers' speech encoders
+    ("hub"), a Hub id or folder."""
     if family not in LOADERS:
         raise ValueError(
             f"The {family!r} backbone cannot load pretrained weights ({source!r}); these can: {sorted(LOADERS)}."

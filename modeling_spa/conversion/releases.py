@@ -109,6 +109,9 @@ FAMILY_LICENCES = {
     "htsat": "mit",  # HTS-AT's AudioSet checkpoints; CLAP's laion/clap-htsat-unfused is Apache-2.0
     "psla": "bsd-3-clause",  # YuanGongND/psla
     "passt": "apache-2.0",  # kkoutini/PaSST code and release weights
+    # transformers' speech encoders: each checkpoint has its own (facebook/wav2vec2-base apache-2.0, openai/whisper-*
+    # apache-2.0, microsoft/wavlm-* and several HuBERT/UniSpeech releases under other terms); no config records it.
+    "hub": "see the checkpoint's card on the Hub",
 }
 
 

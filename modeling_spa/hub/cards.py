@@ -14,6 +14,7 @@ from huggingface_hub import EvalResult, ModelCardData
 
 from ..augmentation import AugmentationConfig
 from ..files import project_folder
+from ..frontends import describe_frontend
 
 METRICS = (("accuracy", "accuracy"), ("map", "mAP"), ("omap", "OmAP"))  # those a result has (accuracy: single-label)
 # The Hub copy of AudioSet lacks the clips gone from YouTube: its figures compare with others only with that said.
@@ -274,8 +275,7 @@ def render_model_card(
         backbone=config.backbone,
         pretrained_backbone=backbone_checkpoint(config),
         backbone_licence=backbone_licence(config),
-        frontend=f"{frontend['sampling_rate']} Hz, {frontend['n_mels']} mel, window {frontend['win_length']}, "
-        f"hop {frontend['hop_length']}",
+        frontend=describe_frontend(frontend),
         num_labels=config.num_labels,
         label_examples=", ".join(names[:3]),
         description_style=config.description_style,

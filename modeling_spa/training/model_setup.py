@@ -51,6 +51,8 @@ def build_model(model_args, data_args, augmentation: AugmentationConfig):
     # p_t at α = 0 and the backbone's original AudioSet head take no part in the loss: frozen, they are out of the
     # optimizer and DDP waits for no gradient.
     model.freeze_unused()
+    if getattr(model_args, "freeze_feature_encoder", False):  # after loading, which makes every parameter trainable
+        model.freeze_feature_encoder()
     return model
 
 

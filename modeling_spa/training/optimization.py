@@ -12,7 +12,11 @@ backbone uses: `layers.N.blocks.M` (HTS-AT's Swin stages, ordered by (N, M)), el
 `encoder.layer.N` (AST before it, transformers' ViTs) or `blocks.N` (PaSST, timm's ViTs); the blocks, in numeric order,
 are depths 1..L. A parameter outside every block takes the depth of the last block registered before it: 0 before the
 first (patch embedding, tokens, position embeddings), L + 1 after the last (the final norm: the full backbone rate); so
-a Swin stage's downsampling layer goes with its stage's last block.
+a Swin stage's downsampling layer goes with its stage's last block. A backbone whose modules are registered in another
+order than they run names the ones applied after its last block in `output_modules` (the final layer norm of
+transformers' pre-norm speech encoders, registered before their layers): they take L + 1. transformers' speech
+encoders (backbone "hub") follow these schemes: `encoder.layers.N` (wav2vec2 and its relatives, Whisper) and
+`encoder.encoder.layer.N` (SEW-D); their CNN feature encoder (`conv_layers.N`, no block) comes first, at depth 0.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from torch import nn
 NO_DECAY_NAME = re.compile(r"\w*(_token|pos_embed|position_embeddings|position_bias_table)\w*")
 BLOCK_PATTERNS = (
     re.compile(r"(?:^|\.)layers\.(\d+)\.blocks\.(\d+)\."),  # Swin stages (HTS-AT)
-    re.compile(r"(?:^|\.)(?:encoder\.layer|blocks|layers)\.(\d+)\."),  # AST, ViTs, PaSST
+    # AST, ViTs, PaSST, transformers' speech encoders; not the positional convolutions of Data2Vec-Audio
+    re.compile(r"(?:^|(?<!pos_conv_embed)\.)(?:encoder\.layer|blocks|layers)\.(\d+)\."),
 )
 PRIOR_CLAMP = 1e-4  # class frequencies are clamped to [PRIOR_CLAMP, 1 - PRIOR_CLAMP]: logits within ±9.2
 
@@ -47,8 +52,9 @@ def block_pattern(names: Sequence[str]) -> re.Pattern:
                      f"layers.N[.blocks.M]) among its parameters, e.g. {list(names)[:3]}")  # fmt: skip
 
 
-def layer_depths(names: Sequence[str]) -> tuple[dict[str, int], int]:
-    """Depth of each parameter name (in registration order) and the number of blocks L (see the module docstring)."""
+def layer_depths(names: Sequence[str], output_modules: Sequence[str] = ()) -> tuple[dict[str, int], int]:
+    """Depth of each parameter name (in registration order) and the number of blocks L (see the module docstring);
+    names inside `output_modules` take L + 1."""
     pattern = block_pattern(names)
     keys = {name: tuple(map(int, found.groups())) for name in names if (found := pattern.search(name))}
     rank = {key: depth for depth, key in enumerate(sorted(set(keys.values())), start=1)}
@@ -56,7 +62,8 @@ def layer_depths(names: Sequence[str]) -> tuple[dict[str, int], int]:
     depths, current = {}, 0
     for i, name in enumerate(names):
         current = rank[keys[name]] if name in keys else current
-        depths[name] = len(rank) + 1 if i > last_block else current
+        after = i > last_block or any(name.startswith(f"{module}.") for module in output_modules)
+        depths[name] = len(rank) + 1 if after else current
     return depths, len(rank)
 
 
@@ -76,7 +83,8 @@ def parameter_groups(
     in_backbone = dict(backbone.named_parameters())
     ids = {id(param) for param in in_backbone.values()}
     if layer_decay is not None:
-        depths, blocks = layer_depths([name for name, param in in_backbone.items() if param.requires_grad])
+        trainable = [name for name, param in in_backbone.items() if param.requires_grad]
+        depths, blocks = layer_depths(trainable, getattr(backbone, "output_modules", ()))
         by_id = {id(param): depths[name] for name, param in in_backbone.items() if param.requires_grad}
     groups: dict[str, dict] = {}
     for name, param in model.named_parameters():
