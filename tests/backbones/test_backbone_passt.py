@@ -12,6 +12,7 @@ import types
 import numpy as np
 import pytest
 import torch
+from peer_utils import randomize_, torchaudio_kaldi
 from remote_code import run_without_package
 from transformers import AutoModel
 
@@ -21,7 +22,6 @@ from modeling_spa.conversion import RELEASES, CheckpointError, load_backbone
 from modeling_spa.conversion.checkpoints import resolve_checkpoint
 from modeling_spa.conversion.passt import config_from_state_dict
 from modeling_spa.frontend import LogMelFrontend, frontend_preset
-from tests.peer_utils import randomize_, torchaudio_kaldi
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 RATE = 32000

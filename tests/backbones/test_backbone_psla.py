@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from efficientnet_pytorch import EfficientNet
+from peer_utils import randomize_, torchaudio_kaldi
 from recipe_loader import load_recipe
 from remote_code import run_without_package
 from torch import nn
@@ -22,7 +23,6 @@ from modeling_spa.backbones import backbone_spec
 from modeling_spa.conversion import FAMILY_LICENCES, CheckpointError, load_backbone
 from modeling_spa.frontend import LogMelFrontend, frontend_preset
 from modeling_spa.windowing import window_settings
-from tests.peer_utils import randomize_, torchaudio_kaldi
 
 REPO = Path(__file__).resolve().parents[2]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"

@@ -9,12 +9,12 @@ none of them silently scores the first window alone (the front-end of a fixed-le
 import pytest
 import torch
 from conftest import tiny_ast_config
+from peer_utils import randomize_
 
 from modeling_spa import SPAConfig, SPAForAudioClassification
 from modeling_spa.backbone_psla import PSLAConfig
 from modeling_spa.frontend import frontend_preset
 from modeling_spa.windowing import window_settings, window_starts
-from tests.peer_utils import randomize_
 
 # Tiny configs of each family, windows of 1-2 s; the families with an original AudioSet head keep a small one.
 FAMILIES = {
