@@ -296,10 +296,10 @@ def test_spa_tag_says_what_is_wrong_with_each_bad_file_and_keeps_the_decoder_qui
     captured = capfd.readouterr()
     errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
     assert errors == [
-        f"error: clip {files[0]}: not audio (or a format soundfile cannot read); the decoder said: Note: Illegal "
+        f"error: {files[0]}: not audio (or a format soundfile cannot read); the decoder said: Note: Illegal "
         "Audio-MPEG-Header 0x00000000 at offset 13. (and 2 more line(s))",
-        f"error: clip {files[1]}: not a file (no such file)",
-        f"error: clip {files[2]}: not a file (a directory)",
+        f"error: {files[1]}: not a file (no such file)",
+        f"error: {files[2]}: not a file (a directory)",
     ]
     assert "MPEG" not in captured.err.replace(errors[0], "")  # libmpg123's own lines never reach the terminal
     assert json.loads(captured.out.strip())["file"] == files[3]
