@@ -30,8 +30,10 @@ $(STAMP): pyproject.toml requirements-peers.txt
 
 install: $(STAMP)
 
+# Two pytest workers, one test file each at a time (--dist loadfile keeps a file's module fixtures in one process):
+# most of the suite's time is single-threaded (subprocesses importing torch, decoding, small models).
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 --dist loadfile tests
 
 # The real recordings first; where they cannot be had (no apt-get and no .deb files in the cache), the demo says so
 # and falls back to the synthetic set.
