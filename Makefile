@@ -30,12 +30,13 @@ $(STAMP): pyproject.toml requirements-peers.txt
 
 install: $(STAMP)
 
-# Two pytest workers, one test file each at a time (--dist loadfile keeps a file's module fixtures in one process):
-# most of the suite's time is single-threaded (subprocesses importing torch, decoding, small models). One thread per
-# process (the workers and every process a test starts): two workers with a thread per core each, plus their
-# subprocesses', oversubscribe two cores; measured, the suite takes 30% less time this way.
+# Two pytest workers, one test file each at a time (--dist loadfile keeps a file's module fixtures in one process),
+# the longest files first (tests/conftest.py's SLOW_FIRST; --no-loadscope-reorder keeps that order, where xdist would
+# order files by their number of tests). One thread per process, the workers' and their subprocesses': most of the
+# suite's time is single-threaded work (subprocesses importing torch, decoding, small models), and a thread per core
+# in every process oversubscribed the two cores (measured: 30% less time with one).
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile tests
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 # The real recordings first; where they cannot be had (no apt-get and no .deb files in the cache), the demo says so
 # and falls back to the synthetic set.
