@@ -13,6 +13,7 @@ it into evaluate's module cache twice, through evaluate's own importable-file ma
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from ..files import project_folder
@@ -35,16 +36,22 @@ def _install_as(name: str, hf_modules_cache: str | Path | None) -> Path:
     from evaluate.loading import _create_importable_file, init_dynamic_modules
 
     folder = project_folder("metrics/omap")
-    modules_path = init_dynamic_modules(hf_modules_cache=hf_modules_cache)
-    module_path, _ = _create_importable_file(
-        local_path=str(folder / "omap.py"),
-        local_imports=[(Path(core).stem, str(folder / core)) for core in CORE_FILES],
-        additional_files=[],
-        dynamic_modules_path=modules_path,
-        module_namespace="metrics",
-        name=name,
-        download_mode=None,
-    )
+    # init_dynamic_modules also puts the cache on sys.path. Left there, another cache than evaluate's own would come
+    # first when this process next imports `evaluate_modules` (any later evaluate.load), and hide evaluate's.
+    search_path = list(sys.path)
+    try:
+        modules_path = init_dynamic_modules(hf_modules_cache=hf_modules_cache)
+        module_path, _ = _create_importable_file(
+            local_path=str(folder / "omap.py"),
+            local_imports=[(Path(core).stem, str(folder / core)) for core in CORE_FILES],
+            additional_files=[],
+            dynamic_modules_path=modules_path,
+            module_namespace="metrics",
+            name=name,
+            download_mode=None,
+        )
+    finally:
+        sys.path[:] = search_path
     script = Path(modules_path).parent.joinpath(*module_path.split(".")).with_suffix(".py")
     os.utime(script)  # evaluate's cache lookup takes the most recently modified version: this one
     return script

@@ -103,6 +103,18 @@ def test_installed_module_loads_offline_by_id_and_bare_name_without_the_package(
         assert "SPA_ONTOLOGY" in result["error_without_distances"], result["error_without_distances"]
 
 
+def test_installing_into_another_cache_leaves_this_process_loading_from_evaluates(tmp_path):
+    """An install into another cache (as tests and `spa-install-metric --cache` do) used to leave that cache on
+    sys.path, where this process's next evaluate.load imported `evaluate_modules` from it and missed its own module."""
+    search_path = list(sys.path)
+    install_omap_metric(hf_modules_cache=tmp_path / "modules")
+    assert sys.path == search_path
+    references, predictions, distances = case()
+    metric = evaluate.load(str(REPO / "metrics" / "omap"))
+    assert_same(metric.compute(predictions=predictions, references=references, distances=distances),
+                compute_omap(references, predictions, distances))  # fmt: skip
+
+
 def test_module_computes_audioset_omap_without_the_package(tmp_path, shared_audioset):
     """527 columns and no `distances`: the module finds the ontology files as the library does and builds the
     distances itself, equal to the package's (the 22 levels of the real ontology)."""
