@@ -20,7 +20,6 @@ after a forward and a forward + backward.
 from __future__ import annotations
 
 import argparse
-import collections
 import importlib
 import json
 import resource
@@ -35,7 +34,7 @@ BENCHMARKS = Path(__file__).resolve().parent
 PEERS = BENCHMARKS / "peers"
 sys.path[:0] = [str(BENCHMARKS), str(PEERS)]
 
-from paired import describe, machine_load, pair_ratios, summarize, time_pairs  # noqa: E402
+from paired import describe, machine_load, pair_ratios, profile_pairs, summarize, time_pairs  # noqa: E402
 
 IMPLS = ("ours", "peer")
 
@@ -90,17 +89,7 @@ def profile_child(args: argparse.Namespace, family: str) -> None:
     """Self time per operator of a training step, ours beside the peer's, averaged over `--pairs` alternating steps
     of each (the load then falls on both sides alike); the `--profile` operators with the most time on either side."""
     sides = {impl: steps(family, impl, args.batch, args.device, args.dtype)["train_step"] for impl in IMPLS}
-    totals = {impl: collections.defaultdict(lambda: [0.0, 0]) for impl in IMPLS}
-    for impl in IMPLS:
-        sides[impl]()  # warm-up
-    for index in range(args.pairs):
-        for impl in IMPLS[:: 1 if index % 2 == 0 else -1]:
-            with torch.profiler.profile() as profile:
-                sides[impl]()
-            for event in profile.key_averages():
-                self_us = event.self_cuda_time_total if args.device == "cuda" else event.self_cpu_time_total
-                totals[impl][event.key][0] += self_us / 1e3 / args.pairs
-                totals[impl][event.key][1] += event.count / args.pairs
+    totals = profile_pairs(sides, args.pairs, args.device)
     keys = sorted(set(totals["ours"]) | set(totals["peer"]), key=lambda k: -max(t[k][0] for t in totals.values()))
     step_ms = {impl: sum(v[0] for v in totals[impl].values()) for impl in IMPLS}
     print(

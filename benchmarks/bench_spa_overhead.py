@@ -1,7 +1,7 @@
 """Cost of the SPA objective: training-step time and peak memory with α > 0 against α = 0, same backbone and batch.
 
     python benchmarks/bench_spa_overhead.py [--backbone demo_cnn|passt|cnn14|ast-small] [--runs 3] [--pairs 20]
-        [--geometry_weight W] [--threads N] [--clock wall|cpu] [--device cpu|cuda] [--json out.json]
+        [--geometry_weight W] [--threads N] [--clock wall|cpu] [--device cpu|cuda] [--json out.json] [--profile 20]
 
 Time: each run is one process holding both models (the same weights; α = 0 and α = `--alpha`, the objective otherwise
 the config's default unless `--geometry_weight` sets the label-geometry term's weight), stepped in pairs of training
@@ -10,6 +10,9 @@ pairs of all runs, with the interquartile range of the pairs and each run's medi
 noise of single runs on a shared 2-core machine; the pairs see the same load.
 Memory: peak resident set on the CPU (`max_memory_allocated` on a GPU) of each α alone, in its own process
 (`--memory_runs` each, alternating; 0 skips them).
+`--profile N`: no timing; self time per operator of a step with α = 0 and α > 0 (the mean of `--pairs` alternating
+steps each, torch.profiler), the N operators whose time differs most: what SPA's own work costs, apart from the swings
+of the backbone's operators, which do the same work in both arms.
 Classes and text size are the paper's setting: 527 AudioSet labels, 768-dim (BERT base) label text; label-text values
 and distances do not change the cost, so they are random here. No text encoder is resident.
 """
@@ -25,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from paired import describe, machine_load, pair_ratios, summarize, time_pairs  # noqa: E402
+from paired import describe, machine_load, pair_ratios, profile_pairs, summarize, time_pairs  # noqa: E402
 
 SETTINGS = {
     # the demo CNN: batch 32 of 2-s clips at 16 kHz
@@ -116,6 +119,19 @@ def child(args: argparse.Namespace) -> dict:
     return {"peak_mb": peak_mb(args.device)}
 
 
+def profile_child(args: argparse.Namespace) -> None:
+    arms = {a: training_step(args.backbone, a, args.geometry_weight, args.device) for a in (0.0, args.alpha)}
+    totals = profile_pairs(arms, args.pairs, args.device)
+    base, spa = totals[0.0], totals[args.alpha]
+    keys = sorted(set(base) | set(spa), key=lambda k: -abs(spa[k][0] - base[k][0]))
+    print(f"== {args.backbone}: self time per training step, mean of {args.pairs} steps of each α")
+    print(f"{'total':60s} α=0 {sum(v[0] for v in base.values()):9.1f} ms   α={args.alpha} "
+          f"{sum(v[0] for v in spa.values()):9.1f} ms")  # fmt: skip
+    for key in keys[: args.profile]:
+        print(f"{key[:60]:60s} α=0 {base[key][0]:9.1f} ms   α={args.alpha} {spa[key][0]:9.1f} ms   "
+              f"difference {spa[key][0] - base[key][0]:+8.1f} ms")  # fmt: skip
+
+
 def run_child(args: argparse.Namespace, mode: str, reverse: bool = False) -> dict:
     command = [sys.executable, __file__, "--backbone", args.backbone, "--device", args.device, "--alpha",
                str(args.alpha), "--pairs", str(args.pairs), "--memory_steps", str(args.memory_steps),
@@ -146,6 +162,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads in each process (default: torch's)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="see benchmarks/paired.py")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--profile", type=int, help="print the N operators whose time α changes most; no timing")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--reverse", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -157,6 +174,13 @@ def main() -> None:
         print(json.dumps(child(args)))
         return
 
+    if args.profile:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        profile_child(args)
+        return
     load_before = machine_load()
     timed = [run_child(args, "time", reverse=bool(run % 2)) for run in range(args.runs)]
     memory = {0.0: [], args.alpha: []}

@@ -15,6 +15,7 @@ there, though caches shared with the other processes still add noise.
 
 from __future__ import annotations
 
+import collections
 import os
 import statistics
 import time
@@ -56,6 +57,23 @@ def time_pairs(
         for name in names[:: -1 if (index % 2 == 0) == reverse else 1]:
             times[name].append(_timed(arms[name], device, clock))
     return times
+
+
+def profile_pairs(arms: dict[str, Callable[[], object]], pairs: int, device: str) -> dict[str, dict[str, list]]:
+    """Self time (ms) and calls per operator of one step of each arm, the mean of `pairs` steps taken in alternating
+    order after a warm-up (the load then falls on both arms alike): arm -> operator -> [ms, calls]."""
+    totals = {name: collections.defaultdict(lambda: [0.0, 0.0]) for name in arms}
+    for step in arms.values():
+        step()
+    for index in range(pairs):
+        for name in list(arms)[:: 1 if index % 2 == 0 else -1]:
+            with torch.profiler.profile() as profile:
+                arms[name]()
+            for event in profile.key_averages():
+                self_us = event.self_cuda_time_total if device == "cuda" else event.self_cpu_time_total
+                totals[name][event.key][0] += self_us / 1e3 / pairs
+                totals[name][event.key][1] += event.count / pairs
+    return totals
 
 
 def pair_ratios(times: dict[str, list[float]], numerator: str, denominator: str) -> list[float]:
