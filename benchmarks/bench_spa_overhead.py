@@ -166,20 +166,15 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--reverse", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child is not None:
+    if args.child is not None or args.profile:  # the modes that step models in this process
         if args.threads:
             import torch
 
             torch.set_num_threads(args.threads)
-        print(json.dumps(child(args)))
-        return
-
-    if args.profile:
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
-        profile_child(args)
+        if args.profile:
+            profile_child(args)
+        else:
+            print(json.dumps(child(args)))
         return
     load_before = machine_load()
     timed = [run_child(args, "time", reverse=bool(run % 2)) for run in range(args.runs)]

@@ -29,9 +29,9 @@ SLOW_FIRST = [
 
 def pytest_collection_modifyitems(items):
     def rank(item) -> int:
-        path = Path(str(item.fspath)).resolve()
-        path = path.relative_to(REPO / "tests").as_posix() if path.is_relative_to(REPO / "tests") else ""
-        return SLOW_FIRST.index(path) if path in SLOW_FIRST else len(SLOW_FIRST)
+        path = item.path.resolve()
+        name = path.relative_to(REPO / "tests").as_posix() if path.is_relative_to(REPO / "tests") else ""
+        return SLOW_FIRST.index(name) if name in SLOW_FIRST else len(SLOW_FIRST)
 
     items.sort(key=rank)  # stable: the tests of a file keep their order
 

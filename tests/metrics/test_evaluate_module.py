@@ -104,7 +104,7 @@ def test_installed_module_loads_offline_by_id_and_bare_name_without_the_package(
 
 
 def test_installing_into_another_cache_leaves_this_process_loading_from_evaluates(tmp_path):
-    """An install into another cache (as tests and `spa-install-metric --cache` do) used to leave that cache on
+    """An install into another cache (`install_omap_metric(hf_modules_cache=...)`, as tests do) used to leave it on
     sys.path, where this process's next evaluate.load imported `evaluate_modules` from it and missed its own module."""
     search_path = list(sys.path)
     install_omap_metric(hf_modules_cache=tmp_path / "modules")
