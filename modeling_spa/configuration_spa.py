@@ -8,6 +8,7 @@ from transformers.utils import logging
 
 from .augmentation import AugmentationConfig
 from .backbones import BACKBONES, backbone_spec
+from .frontend import frontend_preset
 from .label_text import DEFAULT_PROMPT, DESCRIPTION_STYLES
 from .windowing import window_settings
 
@@ -32,8 +33,9 @@ class SPAConfig(PreTrainedConfig):
             `"hub"` (transformers' speech encoders: wav2vec2, HuBERT, WavLM, Whisper's encoder, ...).
         audio_config (`PreTrainedConfig` or `dict`): the backbone's own configuration (e.g. an `ASTConfig`; for
             `"hub"` the family's, e.g. a `WavLMConfig`, or a dict with its `model_type`).
-        frontend (`dict`): front-end settings (see `modeling_spa.frontend.FRONTEND_PRESETS`; the kinds in
-            `modeling_spa.frontends`); defaults to the backbone's preset.
+        frontend (`dict` or `str`): front-end settings, or a preset's name (see
+            `modeling_spa.frontend.FRONTEND_PRESETS`; the kinds in `modeling_spa.frontends`); defaults to the
+            backbone's preset.
         projection_dim (`int`): D, the shared audio/text embedding size of p_a and p_t.
         text_hidden_size (`int`): V, the size of the cached label-text embeddings.
         label_mids (`list[str]`): ids of the C classes in their taxonomy, in output order (AudioSet mids for the
@@ -180,6 +182,8 @@ class SPAConfig(PreTrainedConfig):
         default_frontend = self.frontend is None
         if default_frontend:
             self.frontend = spec.frontend_settings(self.audio_config)
+        elif isinstance(self.frontend, str):  # a preset's name, as recipes' YAML configs give it
+            self.frontend = frontend_preset(self.frontend)
         label_names = kwargs.pop("label_names", None)
         if self.label_mids is not None:  # saved together, so only a caller's mistake makes them differ
             check_thresholds(self.thresholds, len(self.label_mids))

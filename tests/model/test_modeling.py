@@ -223,6 +223,17 @@ def test_classes_with_one_description_are_refused(ontology, mid_of):
         SPAForAudioClassification.from_backbone("cnn", TINY_CNN, ontology=twins, description_style="desc")
 
 
+def test_frontend_by_preset_name():
+    """A preset's name where settings are expected (as recipes' YAML gives it): the preset's settings, saved as such;
+    an unknown name is an error listing the known ones (it used to fail deep inside, `'str' object has no attribute
+    'get'`)."""
+    config = SPAConfig(backbone="demo_cnn", audio_config={"hidden_sizes": [4, 8], "num_mel_bins": 64}, frontend="tiny")
+    assert config.frontend == frontend_preset("tiny")
+    assert SPAConfig.from_dict(config.to_dict()).frontend == frontend_preset("tiny")
+    with pytest.raises(ValueError, match="Unknown front-end preset 'tinny'; known presets: .*tiny"):
+        SPAConfig(backbone="demo_cnn", frontend="tinny")
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="Unknown backbone 'resnet'"):
         SPAConfig(backbone="resnet")
