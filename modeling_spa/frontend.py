@@ -207,9 +207,11 @@ FRONTEND_PRESETS["w2v_bert"] = {
     "normalize_mean": 0.0,
     "normalize_std": 1.0,
     "max_frames": None,
-    # The extractor computes in float64: in float32 the weak bins of a frame (a 20 Hz band, what a codec cut) are off
-    # by up to 1e-4 after the per-bin normalisation.
+    # The extractor's numpy `spectrogram` computes in float64 but stores the FFT as complex64 and the log-mel as
+    # float32: computed so, our fbank is its bit for bit (in float32 throughout, the weak bins of a frame, a 20 Hz band
+    # or what a codec cut, are off by up to 1e-4 after the per-bin normalisation).
     "compute_dtype": "float64",
+    "round_spectrum": True,
 }
 
 
@@ -291,7 +293,8 @@ class LogMelFrontend(nn.Module):
     buffer tensors were replaced since they were last computed (meta, re-allocated, or cast to another dtype).
 
     The computation always runs in float32 (`compute_dtype="float64"` where a reference computes in double precision
-    and its weak bins must match too: wav2vec2-BERT's numpy fbank) with autocast disabled, whatever the input dtype,
+    and its weak bins must match too: wav2vec2-BERT's numpy fbank, which stores its FFT as complex64: `round_spectrum`
+    rounds ours there too) with autocast disabled, whatever the input dtype,
     and without autograd: the features are an input to the backbone, not differentiable with respect to the waveform.
     """
 
@@ -321,6 +324,7 @@ class LogMelFrontend(nn.Module):
         frame_padding_value: float = 0.0,
         max_frames: int | None = None,
         compute_dtype: str = "float32",
+        round_spectrum: bool = False,
     ):
         super().__init__()
         if compute_dtype not in ("float32", "float64"):
@@ -356,6 +360,7 @@ class LogMelFrontend(nn.Module):
         self.frame_padding_value = frame_padding_value
         self.max_frames = max_frames
         self.compute_dtype = getattr(torch, compute_dtype)
+        self.round_spectrum = round_spectrum
         # Fail on a bad window or filterbank now, not at the first forward.
         window_values, mel_values = self._buffer_values()
         self.register_buffer("window", torch.from_numpy(window_values), persistent=False)
@@ -502,6 +507,8 @@ class LogMelFrontend(nn.Module):
             waveform = input_values.to(self.compute_dtype)
             lengths = None if attention_mask is None else attention_mask.to(waveform.device).long().sum(dim=-1)
             spectrum = torch.view_as_real(torch.fft.rfft(self._frames(waveform, lengths)))
+            if self.round_spectrum:  # where a float64 reference stores its FFT as complex64 (the class docstring)
+                spectrum = spectrum.float().to(self.compute_dtype)
             # re^2 + im^2 in one pass: abs() would take a square root, .real/.imag sums take three passes.
             power = spectrum[..., 0].square().addcmul_(spectrum[..., 1], spectrum[..., 1])
             # Samples beyond ~1e19 (garbage, but finite) square to inf, and inf times a zero filter weight is NaN:

@@ -5,12 +5,13 @@ module that turns waveforms into what the backbone takes, on the model's device.
 - `"waveform"`: `WaveformFrontend`, the raw waveform of the wav2vec2-style encoders, as `Wav2Vec2FeatureExtractor`.
 - `"whisper"`: `WhisperFrontend`, Whisper's 30 s log-mel, as `WhisperFeatureExtractor`.
 - `"stacked_fbank"`: `StackedFbankFrontend`, wav2vec2-BERT's normalised Kaldi fbank with frames stacked by two, as
-  `SeamlessM4TFeatureExtractor`.
+  `SeamlessM4TFeatureExtractor` computes it, bit for bit.
 
 Every kind maps `(input_values (B, samples), attention_mask (B, samples) or None)` to `(features, mask)`: features
 (B, frames, size) or, for the waveform, (B, samples), and a bool mask of the same leading shape, True where the clip's
 real audio is. The log-mel kinds reuse `LogMelFrontend` (its framing, windows, mel filters and logs), and every
-kind computes in float32 with autocast off and without autograd.
+kind computes in float32 (the stacked fbank partly in float64, as its extractor) with autocast off and without
+autograd.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ def lengths_of(input_values: torch.Tensor, attention_mask: torch.Tensor | None) 
     return attention_mask.to(input_values.device).long().sum(dim=-1)
 
 
-def normalize_per_clip(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
+def normalize_per_clip(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(values - mean) / sqrt(var + 1e-7) per row over its real positions (`mask`, broadcast over trailing dims), as
-    transformers' feature extractors normalise (variance with `ddof=1` where `unbiased`); padding becomes 0.
+    `Wav2Vec2FeatureExtractor` normalises a waveform; padding becomes 0.
 
     The statistics are taken in float64: the extractors' numpy sums are pairwise and exact to float32 rounding, which
     a float32 running sum over minutes of audio is not."""
@@ -48,9 +49,56 @@ def normalize_per_clip(values: torch.Tensor, mask: torch.Tensor, unbiased: bool 
     count = weights.sum(dim=1, keepdim=True)
     mean = (x * weights).sum(dim=1, keepdim=True) / count
     squares = ((x - mean).square() * weights).sum(dim=1, keepdim=True)
-    var = squares / (count - 1 if unbiased else count)
+    var = squares / count
     normed = (x - mean) / torch.sqrt(var + NORM_EPS)
     return torch.where(weights > 0, normed, 0.0).to(values.dtype)
+
+
+# numpy's float32 sums: blocks of at most this many values, each summed in 8 interleaved accumulators.
+NUMPY_BLOCK = 128
+
+
+def numpy_float32_sum(x: torch.Tensor) -> torch.Tensor:
+    """The float32 sum over dim 1 of `x` (B, n, ...) in the order numpy's `add.reduce` takes over a contiguous axis:
+    halves split at a multiple of 8 down to blocks of at most 128 values, each summed in 8 interleaved accumulators
+    that are then added as a tree, the block's last n % 8 values added one by one. It is `np.sum` bit for bit (tested),
+    which a torch sum (another order) is not: an ulp of a band's mean, divided by a band's small spread, is enough to
+    move wav2vec2-BERT's normalised features visibly."""
+    n = x.shape[1]
+    if n > NUMPY_BLOCK:
+        half = n // 2 - (n // 2) % 8
+        return numpy_float32_sum(x[:, :half]) + numpy_float32_sum(x[:, half:])
+    if n < 8:
+        total = torch.zeros_like(x[:, 0])
+        for i in range(n):
+            total = total + x[:, i]
+        return total
+    lanes, whole = x[:, :8], n - n % 8
+    for start in range(8, whole, 8):
+        lanes = lanes + x[:, start : start + 8]
+    lane = lanes.unbind(dim=1)
+    total = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]))
+    for i in range(whole, n):
+        total = total + x[:, i]
+    return total
+
+
+def normalize_like_numpy(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`SeamlessM4TFeatureExtractor`'s per-bin normalisation of float32 (B, frames, bins) over each clip's real
+    frames (a prefix, `mask`), rounded as its numpy computes it: float32 sums (`numpy_float32_sum`), each divided by
+    the count in float64 (numpy divides by an integer scalar so) and rounded back, the unbiased variance, and
+    (x - mean) / sqrt(var + 1e-7) in float32, correctly rounded. Padding becomes 0. Clips of one length go together."""
+    lengths = mask.long().sum(dim=1)
+    out = torch.zeros_like(values)
+    for length in lengths.unique().tolist():
+        rows = lengths == length
+        x = values[rows, :length]
+        mean = (numpy_float32_sum(x).double() / length).float()[:, None]
+        centred = x - mean
+        var = (numpy_float32_sum(centred * centred).double() / (length - 1)).float()[:, None]
+        # The root in float64, rounded: torch's float32 sqrt on CPU is not correctly rounded, numpy's is.
+        out[rows, :length] = centred / torch.sqrt((var + NORM_EPS).double()).float()
+    return out
 
 
 class WaveformFrontend(nn.Module):
@@ -150,6 +198,7 @@ class StackedFbankFrontend(nn.Module):
     `w2v_bert` preset) of the waveform scaled by `waveform_scale` (2^15, Kaldi's 16-bit range), each mel bin normalised
     per clip over its real frames (unbiased variance), padded to a multiple of `stride` frames and stacked: (B,
     frames // stride, n_mels * stride). A stacked frame is real where its second frame is, as the extractor marks it.
+    Every step rounds where the extractor's numpy does, so on CPU the features are the extractor's bit for bit.
     """
 
     def __init__(self, *, stride: int = 2, waveform_scale: float = 2.0**15, **fbank):
@@ -167,7 +216,7 @@ class StackedFbankFrontend(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(device_type=input_values.device.type, enabled=False):
             fbank, mask = self.fbank(input_values.to(self.fbank.compute_dtype) * self.waveform_scale, attention_mask)
-            fbank = normalize_per_clip(fbank, mask, unbiased=True).float()
+            fbank = normalize_like_numpy(fbank.float(), mask)
             extra = -fbank.shape[1] % self.stride
             fbank = nn.functional.pad(fbank, (0, 0, 0, extra))
             mask = nn.functional.pad(mask, (0, extra), value=False)
