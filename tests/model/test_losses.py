@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modeling_spa.losses import (
+    _GeometryLoss,
     _Gram,
     label_geometry_loss,
     label_geometry_target,
@@ -259,6 +260,34 @@ def test_geometry_from_a_precomputed_target_is_the_same_loss_and_gradient():
     for wrong in ({}, {"reference": reference, "target": label_geometry_target(reference)}):
         with pytest.raises(ValueError, match="one of them"):
             label_geometry_loss(torch.randn(7, 3), **wrong)
+
+
+def geometry_by_autograd(embeds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The geometry term written plainly, for autograd to differentiate."""
+    unit = F.normalize(embeds, dim=-1)
+    off_diagonal = ~torch.eye(len(embeds), dtype=torch.bool)
+    return ((unit @ unit.T - target) ** 2)[off_diagonal].sum() / (len(embeds) * (len(embeds) - 1))
+
+
+def test_fused_geometry_loss_is_the_formula_with_its_gradient():
+    """The fused term (one matmul each way) against the formula through autograd: gradcheck in float64, equal values
+    and gradients in float32 and, to bfloat16 rounding, under autocast; a single label gives 0 and a zero gradient."""
+    target = label_geometry_target(torch.randn(11, 6, dtype=torch.float64))
+    unit = F.normalize(torch.randn(11, 4, dtype=torch.float64), dim=-1).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: _GeometryLoss.apply(x, target), unit)
+    embeds = torch.randn(527, 64, requires_grad=True)
+    target = label_geometry_target(torch.randn(527, 96))
+    for autocast, tolerance in ((False, 1e-6), (True, 2e-2)):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            ours, expected = label_geometry_loss(embeds, target=target), geometry_by_autograd(embeds, target)
+        (grad,) = torch.autograd.grad(ours, embeds)
+        (expected_grad,) = torch.autograd.grad(expected, embeds)
+        torch.testing.assert_close(ours, expected.float(), rtol=tolerance, atol=0)
+        torch.testing.assert_close(grad, expected_grad, rtol=tolerance, atol=tolerance * expected_grad.abs().max())
+    single = torch.randn(1, 3, requires_grad=True)
+    loss = label_geometry_loss(single, target=torch.ones(1, 1))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(single.grad, torch.zeros(1, 3))
 
 
 def mean_pairwise_cosine(embeds: torch.Tensor) -> float:

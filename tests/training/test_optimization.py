@@ -15,6 +15,7 @@ from modeling_spa.training.optimization import (
     drop_gradients,
     freeze_groups,
     layer_depths,
+    make_optimizer,
     parameter_groups,
     prior_bias,
     set_prior_bias,
@@ -53,6 +54,32 @@ def test_heads_and_backbone_rates_and_no_decay_on_norms_biases_embeddings(ast_mo
     assert got["classifier.bias"] == (HEAD_LR, 0.0)
     assert [g["name"] for g in optimizer.param_groups] == ["backbone.no_decay", "backbone", "heads", "heads.no_decay"]
     assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in ast_model.parameters())
+
+
+def test_the_recipes_optimizer_is_fused_adamw_over_the_groups(ast_model):
+    """make_optimizer: the fused AdamW (Trainer's default) over parameter_groups, and a step that moves the weights
+    as the unfused AdamW does (to rounding)."""
+    from argparse import Namespace
+
+    args = Namespace(learning_rate=HEAD_LR, backbone_learning_rate=BACKBONE_LR, weight_decay=DECAY, layer_decay=None)
+    model = SPAForAudioClassification(ast_model.config)
+    optimizer = make_optimizer(model, args)
+    assert optimizer.defaults["fused"] is True
+    assert settings_by_name(model, optimizer) == settings_by_name(model, torch.optim.AdamW(parameter_groups(
+        model, model.spa.backbone, HEAD_LR, BACKBONE_LR, DECAY)))  # fmt: skip
+    twin = SPAForAudioClassification(ast_model.config)
+    twin.load_state_dict(model.state_dict())
+    plain = torch.optim.AdamW(parameter_groups(twin, twin.spa.backbone, HEAD_LR, BACKBONE_LR, DECAY))
+    before = model.classifier.weight.detach().clone()
+    for m in (model, twin):
+        for p in m.parameters():
+            p.grad = torch.ones_like(p) if p.requires_grad else None
+    optimizer.step()
+    plain.step()
+    moved = model.classifier.weight.detach() - before
+    assert moved.abs().min() > 0.9 * HEAD_LR  # AdamW's first step moves every weight by about lr
+    for (name, p), q in zip(model.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7, msg=name)
 
 
 def test_frozen_parameters_are_left_out(ast_model):
