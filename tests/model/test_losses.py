@@ -277,7 +277,8 @@ def test_fused_geometry_loss_is_the_formula_with_its_gradient():
     assert torch.autograd.gradcheck(lambda x: _GeometryLoss.apply(x, target), unit)
     embeds = torch.randn(527, 64, requires_grad=True)
     target = label_geometry_target(torch.randn(527, 96))
-    for autocast, tolerance in ((False, 1e-6), (True, 2e-2)):
+    # float32: 277k squares summed in another order (1.6e-6 apart with one thread)
+    for autocast, tolerance in ((False, 1e-5), (True, 2e-2)):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             ours, expected = label_geometry_loss(embeds, target=target), geometry_by_autograd(embeds, target)
         (grad,) = torch.autograd.grad(ours, embeds)
