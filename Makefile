@@ -15,7 +15,7 @@ export SPA_CLASS_LABELS ?= $(SHARED_AUDIOSET)/class_labels_indices.csv
 DEMO_ENV := HF_HUB_OFFLINE=1
 endif
 
-.PHONY: install test demo real-sounds spa-study lint bench clean
+.PHONY: install test test-slow demo real-sounds spa-study lint bench clean
 
 $(STAMP): pyproject.toml requirements-peers.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,8 +35,16 @@ install: $(STAMP)
 # order files by their number of tests). One thread per process, the workers' and their subprocesses': most of the
 # suite's time is single-threaded work (subprocesses importing torch, decoding, small models), and a thread per core
 # in every process oversubscribed the two cores (measured: 30% less time with one).
+# `make test` leaves out the tests marked `slow` (whole recipes and doc pages run end to end, the wheel installed in a
+# fresh venv: a third of the suite's time, most of it interpreters starting); `make test-slow` runs them, and CI runs
+# both. `pytest tests` runs everything.
+PYTEST = HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
+	$(PYTEST) -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(PYTEST) -m slow tests
 
 # The real recordings first; where they cannot be had (no apt-get and no .deb files in the cache), the demo says so
 # and falls back to the synthetic set.

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+# A wheel built and installed into a new venv, then trained with: `make test-slow` (and CI).
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = ["Siren", "White noise", "Dial tone"]
 

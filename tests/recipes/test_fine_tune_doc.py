@@ -56,6 +56,7 @@ def test_the_page_has_the_users_path():
         assert step in commands, step
 
 
+@pytest.mark.slow
 def test_every_command_of_the_page_runs_as_written(workspace):
     for kind, code in blocks():
         done = run_block(kind, code, workspace)

@@ -137,6 +137,7 @@ def styled(resumed, config):
     return out, done
 
 
+@pytest.mark.slow
 def test_table1_markdown_and_json_hold_both_models_and_their_difference(first):
     out, done = first
     table = json.loads((out / "table1.json").read_text())
@@ -164,6 +165,7 @@ def test_table1_markdown_and_json_hold_both_models_and_their_difference(first):
     assert "| w/o SPA" in done.stdout  # printed too
 
 
+@pytest.mark.slow
 def test_figure3_is_a_png_of_the_per_level_differences(first):
     out, _ = first
     png = out / "omap_lambda_difference.png"
@@ -178,6 +180,7 @@ def test_figure3_is_a_png_of_the_per_level_differences(first):
     assert curve["std"] is None and len(curve["per_seed"]) == 1 and len(curve["mean"]) >= 2
 
 
+@pytest.mark.slow
 def test_a_second_call_retrains_nothing(second):
     out, done, weights, logs = second
     assert done.stdout.count("finished before, kept") == 2 and "training in" not in done.stdout
@@ -186,6 +189,7 @@ def test_a_second_call_retrains_nothing(second):
     assert len(weights) == 4  # model and model_ema of both runs
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_from_its_checkpoint(resumed):
     out, done, uninterrupted = resumed
     spa = out / "spa_concat" / "seed_0"
@@ -200,6 +204,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(resumed):
         assert results_of(spa)[key] == pytest.approx(uninterrupted["results"][key], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_styles_add_table2_training_only_the_new_styles(styled):
     out, done = styled
     assert done.stdout.count("finished before, kept") == 2  # w/o SPA and concat: already there
@@ -227,6 +232,7 @@ def test_styles_add_table2_training_only_the_new_styles(styled):
     assert concat["omap"] == table1["spa"]["omap"]  # Table 1's SPA run is Table 2's concat run
 
 
+@pytest.mark.slow
 def test_changed_settings_are_refused_not_mixed(styled, config):
     out, _ = styled
     done = run(reproduce_command(config, out, "--spa_alpha", "0.5"))
