@@ -153,6 +153,15 @@ class SPAFeatureExtractor(SequenceFeatureExtractor):
             raise ValueError(f"max_length_s must be positive or None, got {max_length_s}")
         self.max_length_s = max_length_s
 
+    @classmethod
+    def for_model(cls, config) -> SPAFeatureExtractor:
+        """The extractor an `SPAConfig` implies, for a checkpoint saved without one (`model.save_pretrained` alone):
+        the front-end's rate, clips padded to the model's window (what `spa-convert` saves beside a model)."""
+        from .windowing import window_settings
+
+        rate = config.frontend["sampling_rate"]
+        return cls(sampling_rate=rate, max_length_s=window_settings(config).length / rate)
+
     def _target_length(self, max_length: int | None) -> int | None:
         if max_length is not None:
             return max_length

@@ -36,7 +36,6 @@ def convert(
     from ..feature_extraction_spa import SPAFeatureExtractor
     from ..hub.cards import render_model_card
     from ..modeling_spa import SPAForAudioClassification
-    from ..windowing import window_settings
 
     model = SPAForAudioClassification.from_backbone(
         backbone,
@@ -48,10 +47,7 @@ def convert(
     )
     output = Path(output)
     model.save_pretrained(output)
-    rate = model.config.frontend["sampling_rate"]
-    SPAFeatureExtractor(sampling_rate=rate, max_length_s=window_settings(model.config).length / rate).save_pretrained(
-        output
-    )
+    SPAFeatureExtractor.for_model(model.config).save_pretrained(output)
     card = render_model_card(
         model.config,
         output.name,

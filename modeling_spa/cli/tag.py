@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..feature_extraction_spa import SPAFeatureExtractor
 from ..tagging.embeddings import EmbeddingOutput
 from ..tagging.files import embedding_cosines, top_labels
 from ..tagging.pipeline import tag_collection
@@ -147,11 +148,21 @@ def load_model(args, parser: argparse.ArgumentParser):
     processes = launched_processes(cpu=not cuda)
     device = args.device or (f"cuda:{torch.cuda.current_device()}" if cuda else "cpu")
     model = AutoModelForAudioClassification.from_pretrained(args.model).to(device).eval()
-    extractor = AutoFeatureExtractor.from_pretrained(args.model)
     try:
         window_settings(model.config, args.window_hop, args.aggregation)
     except ValueError as err:
         parser.error(str(err))
+    try:
+        extractor = AutoFeatureExtractor.from_pretrained(args.model)
+    except OSError:  # no preprocessor_config.json: a model saved alone, whose config says all the extractor does
+        if (Path(args.model) / "preprocessor_config.json").is_file():
+            raise
+        extractor = SPAFeatureExtractor.for_model(model.config)
+        print(
+            f"{args.model} has no preprocessor_config.json: using the extractor its config implies "
+            f"({extractor.sampling_rate} Hz, clips padded to {extractor.max_length_s:g} s)",
+            file=sys.stderr,
+        )
     return processes, model, extractor
 
 

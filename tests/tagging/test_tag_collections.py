@@ -332,6 +332,28 @@ def test_printing_without_an_output_in_the_order_given(model_dir, real_folder, c
     assert [p["file"] for p in printed] == files and all(len(p["labels"]) == 1 for p in printed)
 
 
+def test_a_model_saved_without_its_extractor_tags_the_same(model_dir, real_folder, tmp_path, capsys):
+    """`model.save_pretrained` alone leaves no preprocessor_config.json: spa-tag builds the extractor the config implies
+    (`SPAFeatureExtractor.for_model`), says so in one line, and gives the scores of the folder with the extractor."""
+    alone = tmp_path / "model_alone"
+    alone.mkdir()
+    for path in model_dir.iterdir():
+        if path.name != "preprocessor_config.json":
+            shutil.copy(path, alone / path.name)
+    files = folder_files(real_folder, ["*.oga"])[:3]
+    printed = {}
+    for folder in (model_dir, alone):
+        assert tag_main([*files, "--model", str(folder), "--json", "--top-k", "3"]) == 0
+        captured = capsys.readouterr()
+        printed[folder] = [json.loads(line) for line in captured.out.splitlines()]
+        said = "has no preprocessor_config.json: using the extractor its config implies (16000 Hz" in captured.err
+        assert said == (folder == alone)
+    for ours, theirs in zip(printed[alone], printed[model_dir], strict=True):
+        assert [label["label"] for label in ours["labels"]] == [label["label"] for label in theirs["labels"]]
+        np.testing.assert_allclose([label["score"] for label in ours["labels"]],
+                                   [label["score"] for label in theirs["labels"]], rtol=0, atol=1e-5)  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # A run killed midway, started again
 
