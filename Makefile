@@ -35,9 +35,10 @@ install: $(STAMP)
 # order files by their number of tests). One thread per process, the workers' and their subprocesses': most of the
 # suite's time is single-threaded work (subprocesses importing torch, decoding, small models), and a thread per core
 # in every process oversubscribed the two cores (measured: 30% less time with one).
-# `make test` leaves out the tests marked `slow` (whole recipes and doc pages run end to end, the wheel installed in a
-# fresh venv: a third of the suite's time, most of it interpreters starting); `make test-slow` runs them, and CI runs
-# both. `pytest tests` runs everything.
+# `make test` leaves out the tests marked `slow` (whole recipes and doc pages run end to end, runs in several processes
+# or killed and resumed, the wheel installed in a fresh venv: 40 % of the suite's time, most of it interpreters
+# starting; one two-process training run stays in); `make test-slow` runs them, and CI runs both. `pytest tests` runs
+# everything.
 PYTEST = HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP)

@@ -184,6 +184,7 @@ def test_clip_names_match_their_segment(tmp_path):
     assert found("Kkkkkkkkkkk", 30) == ["Kkkkkkkkkkk_30000_40000.ogg", "Kkkkkkkkkkk.wav"]  # milliseconds; timed first
 
 
+@pytest.mark.slow
 def test_killed_build_resumes_to_the_same_bytes_with_any_worker_count(release, tmp_path, ontology):
     """SIGKILL after the first shard (the build then blocks on a FIFO standing in for a slow clip), rerun with two
     worker processes: the first shard is kept as it was, and the result equals an uninterrupted one-worker build

@@ -212,6 +212,7 @@ def test_streamed_run_validates_on_the_hold_out_and_records_positions(streamed_r
     assert "streamed, shuffled through a buffer of 4 clips" in card and "validate on 25.0% of 'train'" in card
 
 
+@pytest.mark.slow
 def test_killed_streamed_run_resumes_to_the_same_weights(streamed_run, hub_like, tmp_path):
     """Killed after its first checkpoint (step 2, mid-epoch 0) and resumed, with a DataLoader worker this time: the
     stream is re-read to each position and the run ends with the weights of the uninterrupted one."""
@@ -239,6 +240,7 @@ def test_killed_streamed_run_resumes_to_the_same_weights(streamed_run, hub_like,
     assert histories[0][-1]["train_loss"] == pytest.approx(histories[1][-1]["train_loss"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_two_streaming_processes_end_by_themselves(hub_like, tmp_path):
     """Each process reads one of the two files; both take the same number of batches (the epoch length over both),
     so their collectives match and they finish; the evaluation splits are strided over the processes."""

@@ -192,6 +192,7 @@ def test_publish_uploads_the_space(monkeypatch):
     assert {"omap.py", "omap_core.py", "ontology_distances.py", "app.py", "README.md"} <= set(upload["allow_patterns"])
 
 
+@pytest.mark.slow
 def test_two_process_accelerate_gathers_then_computes(tmp_path):
     out = tmp_path / "result.json"
     command = [

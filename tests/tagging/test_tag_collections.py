@@ -408,6 +408,7 @@ def test_a_killed_run_started_again_continues_where_it_stopped(model_dir, real_f
 # Two processes
 
 
+@pytest.mark.slow
 def test_two_processes_write_the_table_of_one(model_dir, tmp_path):
     if not (REAL_SOURCES / "data").is_dir():
         pytest.skip(f"no real-recording build at {REAL_SOURCES}: build it (recipes/build_real_sounds.py)")

@@ -204,6 +204,7 @@ def test_all_on_run_records_groups_rates_averages_and_settings(trained_all_on, d
     torch.testing.assert_close(last["classifier.bias"].double(), expected, atol=0.1, rtol=0)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(trained_all_on, dataset_dir, tmp_path):
     """With every random part of the recipe on: the sampler, augmentation, the frozen warm-up, the EMA."""
     full = trained_all_on
@@ -281,6 +282,7 @@ def test_two_processes(dataset_dir, tmp_path):
     assert json.loads((tmp_path / "ddp" / "model" / "eval_results.json").read_text())["test"]["map"] > 0
 
 
+@pytest.mark.slow
 def test_two_processes_with_the_whole_recipe(ddp_all_on):
     history = json.loads((ddp_all_on / "history.json").read_text())
     assert [epoch["step"] for epoch in history] == [3, 6] and history[0]["eval_skipped_clips"] == 1
@@ -289,6 +291,7 @@ def test_two_processes_with_the_whole_recipe(ddp_all_on):
         assert json.loads((ddp_all_on / folder / "eval_results.json").read_text())["test"]["map"] > 0
 
 
+@pytest.mark.slow
 def test_two_process_run_resumed_mid_epoch_ends_with_the_same_weights(ddp_all_on, dataset_dir, tmp_path):
     """From step 4, the first batch of epoch 1, in a fresh pair of processes: the sampler must redraw epoch 1
     (Accelerate's skipping loader does not pass its epoch on to the sampler under DDP), the backbone unfreezes there,
@@ -306,6 +309,7 @@ def test_two_process_run_resumed_mid_epoch_ends_with_the_same_weights(ddp_all_on
     assert_same_epoch_losses(out, ddp_all_on)  # the epoch means over both processes, step 4's batches included
 
 
+@pytest.mark.slow
 def test_two_processes_use_every_position_of_an_epoch_once(dataset_dir, tmp_path):
     """The training loader recipes/train.py builds and prepares, in 2 processes at batch 4 (rounds of 8 clips): each
     process's batches, gathered per epoch. Uniform shuffling takes 24 of the 30 training clips an epoch (the last
@@ -399,6 +403,7 @@ def test_non_finite_steps_are_skipped_reported_and_stop_the_run(capsys):
         check_step(accelerator, poisoned, torch.tensor(float("nan")), ["e"], {"completed_steps": 0})
 
 
+@pytest.mark.slow
 def test_diverging_two_process_run_stops_with_a_clear_error(dataset_dir, tmp_path):
     # A learning rate of 1e30 blows the weights up after one step: every later step is non-finite. Both ranks take
     # the same decision (the gradients are all-reduced), stop with the error, and exit.
