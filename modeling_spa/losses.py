@@ -161,11 +161,8 @@ class _GeometryLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         gram = x @ x.mT
-        if gram.dtype in (torch.float32, torch.float64):
-            diff = gram.sub_(target.to(gram.dtype))
-        else:  # a half-precision product under autocast
-            diff = gram.float() - target.float()
-        diff.diagonal().zero_()
+        diff = gram.to(torch.promote_types(gram.dtype, torch.float32))  # in place unless autocast halved the product
+        diff.sub_(target.to(diff.dtype)).diagonal().zero_()
         ctx.scale = 1.0 / max(x.shape[0] * (x.shape[0] - 1), 1)
         ctx.dtype = gram.dtype
         ctx.save_for_backward(x, diff)
